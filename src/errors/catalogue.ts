@@ -1,0 +1,136 @@
+/**
+ * The error catalogue: every error Kiln reports has a stable code, an HTTP status and a CLI
+ * exit code. docs/errors.md lists the same codes; a test fails when the two disagree.
+ */
+
+export interface ErrorSpec {
+  status: number;
+  exit: number;
+  message: string;
+}
+
+// Exit codes: 1 generic failure, 2 usage, 3 not found, 4 conflict, 5 auth, 6 unavailable.
+export const ERRORS = {
+  BAD_REQUEST: { status: 400, exit: 2, message: "The request is malformed" },
+  INVALID_JSON: { status: 400, exit: 2, message: "The request body is not valid JSON" },
+  VALIDATION_FAILED: { status: 400, exit: 2, message: "The request does not match the expected shape" },
+  UNKNOWN_METHOD: { status: 400, exit: 2, message: "No such task method" },
+  INVALID_PRIORITY: { status: 400, exit: 2, message: "Priority must be an integer from 0 to 100" },
+  INVALID_NAME: { status: 400, exit: 2, message: "The name is not allowed" },
+  INVALID_LOCK: { status: 400, exit: 2, message: "A resource lock is malformed" },
+  INVALID_VERSION: { status: 400, exit: 2, message: "The version is not a valid Debian version" },
+  INVALID_PACKAGE_NAME: { status: 400, exit: 2, message: "The package name is not allowed by Debian policy" },
+  INVALID_ARCHITECTURE: { status: 400, exit: 2, message: "The architecture name is not valid" },
+  CONTROL_INVALID: { status: 400, exit: 2, message: "The control data is malformed" },
+  CHANGELOG_INVALID: { status: 400, exit: 2, message: "debian/changelog cannot be parsed" },
+  DEPENDS_INVALID: {
+    status: 400,
+    exit: 2,
+    message: "A relationship field (Depends, Build-Depends…) is malformed",
+  },
+  DEB_INVALID: { status: 400, exit: 2, message: "The file is not a valid Debian package" },
+  ARCHIVE_INVALID: { status: 400, exit: 2, message: "The archive is corrupt" },
+  ARCHIVE_UNSAFE: {
+    status: 400,
+    exit: 2,
+    message: "The archive has an absolute path, a .. component or a link leaving it",
+  },
+  ARCHIVE_TOO_LARGE: {
+    status: 413,
+    exit: 1,
+    message: "The archive is over a size, entry-count or decompression limit",
+  },
+  INHERITANCE_SELF: { status: 400, exit: 2, message: "A tag cannot inherit from itself" },
+  INHERITANCE_INVALID: { status: 400, exit: 2, message: "The inheritance link is invalid" },
+  INHERITANCE_BAD_FILTER: {
+    status: 400,
+    exit: 2,
+    message: "The package filter is not a valid regular expression",
+  },
+  INHERITANCE_PRIORITY_TAKEN: {
+    status: 409,
+    exit: 4,
+    message: "Another parent link of this tag has that priority",
+  },
+  INHERITANCE_DUPLICATE_PARENT: {
+    status: 409,
+    exit: 4,
+    message: "The tag already inherits from that parent",
+  },
+  POLICY_SYNTAX: { status: 500, exit: 2, message: "A policy in the configuration cannot be parsed" },
+  POLICY_ERROR: { status: 500, exit: 1, message: "A policy could not be evaluated" },
+  POLICY_DENIED: { status: 403, exit: 5, message: "Refused by policy" },
+  AUTH_REQUIRED: { status: 401, exit: 5, message: "A token is required: pass --token or set KILN_TOKEN" },
+  TOKEN_INVALID: { status: 401, exit: 5, message: "The token is unknown or revoked" },
+  ADMIN_REQUIRED: { status: 403, exit: 5, message: "This call needs an admin token" },
+  HOST_REQUIRED: { status: 403, exit: 5, message: "This call needs a host token" },
+  HOST_MISMATCH: { status: 403, exit: 5, message: "A host token may act only for its own host" },
+  FORBIDDEN: { status: 403, exit: 5, message: "Not permitted" },
+  NOT_FOUND: { status: 404, exit: 3, message: "No such resource" },
+  TASK_NOT_FOUND: { status: 404, exit: 3, message: "No such task" },
+  HOST_NOT_FOUND: { status: 404, exit: 3, message: "No such host" },
+  TOKEN_NOT_FOUND: { status: 404, exit: 3, message: "No such token" },
+  HOST_EXISTS: { status: 409, exit: 4, message: "A host with that name already exists" },
+  HOST_DISABLED: { status: 409, exit: 4, message: "The host is disabled" },
+  LEASE_STALE: {
+    status: 409,
+    exit: 4,
+    message: "The task's lease has moved on: another attempt owns it now; discard this result",
+  },
+  TASK_NOT_RUNNING: { status: 409, exit: 4, message: "The task is not running" },
+  TASK_NOT_RETRYABLE: { status: 409, exit: 4, message: "Only a failed or canceled task can be retried" },
+  TASK_FINISHED: { status: 409, exit: 4, message: "The task has already finished" },
+  LOG_GAP: { status: 409, exit: 4, message: "A log chunk does not follow the previous one" },
+  LOG_TOO_LARGE: { status: 413, exit: 1, message: "The task's log is over its size limit" },
+  PAYLOAD_TOO_LARGE: { status: 413, exit: 1, message: "The request body is too large" },
+  TASK_TIMEOUT: { status: 500, exit: 1, message: "The task timed out" },
+  TASK_FAILED: { status: 500, exit: 1, message: "The task failed" },
+  SUBTASK_FAILED: { status: 500, exit: 1, message: "A subtask failed" },
+  TASK_CANCELED: { status: 409, exit: 4, message: "The task was canceled" },
+  HOST_LOST: { status: 500, exit: 1, message: "The task lost its host too many times" },
+  SHUTTING_DOWN: { status: 503, exit: 6, message: "The hub is shutting down; try again shortly" },
+  HUB_UNREACHABLE: {
+    status: 503,
+    exit: 6,
+    message: "Cannot reach the hub: is `kiln serve` running? Check --hub or KILN_HUB",
+  },
+  CONFIG_INVALID: { status: 500, exit: 2, message: "The configuration is invalid" },
+  INTERNAL: { status: 500, exit: 1, message: "Internal error" },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERRORS, code);
+}
+
+/** An error with a stable code; the HTTP layer and the CLI both render it. */
+export class KilnError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>) {
+    super(message ?? ERRORS[code].message);
+    this.name = "KilnError";
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+
+  get exitCode(): number {
+    return ERRORS[this.code].exit;
+  }
+
+  toJSON(): { error: { code: string; message: string; details?: Record<string, unknown> } } {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.details ? { details: this.details } : {}),
+      },
+    };
+  }
+}

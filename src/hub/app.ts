@@ -1,0 +1,75 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import { KilnError } from "../errors/catalogue.js";
+import { Authenticator } from "./auth.js";
+import type { HubDeps } from "./deps.js";
+import { OpenApiCollector } from "./openapi.js";
+import { registerHostRoutes } from "./routes/v1/hosts.js";
+import { registerMetaRoutes } from "./routes/v1/meta.js";
+import { registerTaskRoutes } from "./routes/v1/tasks.js";
+import { registerTokenRoutes } from "./routes/v1/tokens.js";
+import { registerWorkerRoutes } from "./routes/v1/worker.js";
+
+declare module "fastify" {
+  interface FastifySchema {
+    summary?: string;
+    tags?: string[];
+    hide?: boolean;
+  }
+  interface FastifyInstance {
+    kiln: { deps: HubDeps; auth: Authenticator };
+  }
+}
+
+/** Maps anything thrown in a route to `{ error: { code, message, details } }` with its status. */
+function toKilnError(err: FastifyError | Error): KilnError {
+  if (err instanceof KilnError) return err;
+  const fe = err as FastifyError & { validation?: unknown };
+  if (fe.validation) return new KilnError("VALIDATION_FAILED", fe.message);
+  switch (fe.code) {
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return new KilnError("INVALID_JSON", fe.message);
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new KilnError("PAYLOAD_TOO_LARGE");
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return new KilnError("BAD_REQUEST", fe.message);
+    default:
+      break;
+  }
+  if (err instanceof SyntaxError || fe.statusCode === 400) return new KilnError("INVALID_JSON", err.message);
+  return new KilnError("INTERNAL", "internal error; the hub's log has the details");
+}
+
+export async function buildApp(deps: HubDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log as unknown as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 16 * 1024 * 1024,
+    forceCloseConnections: "idle",
+    return503OnClosing: true,
+  });
+  const auth = new Authenticator(deps);
+  app.decorate("kiln", { deps, auth });
+  app.decorateRequest("principal", null);
+  const openapi = new OpenApiCollector();
+  app.addHook("onRoute", (route) => openapi.add(route));
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const kerr = toKilnError(err);
+    if (kerr.code === "INTERNAL") req.log.error({ err }, "request failed");
+    void reply.status(kerr.status).send(kerr.toJSON());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const kerr = new KilnError("NOT_FOUND", `no route ${req.method} ${req.url.split("?")[0]}`);
+    void reply.status(404).send(kerr.toJSON());
+  });
+  app.addHook("onRequest", auth.hook);
+
+  registerMetaRoutes(app, () => openapi.document());
+  registerTaskRoutes(app);
+  registerWorkerRoutes(app);
+  registerHostRoutes(app);
+  registerTokenRoutes(app);
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,14 @@
+import type { EventEmitter } from "node:events";
+import type { HubConfig } from "../config/config.js";
+import type { EngineDeps } from "../tasks/deps.js";
+import type { Dispatcher } from "../tasks/dispatcher.js";
+
+/** Everything the hub's routes and handlers need, wired once in server.ts (or by a test). */
+export interface HubDeps extends EngineDeps {
+  config: HubConfig;
+  dispatcher: Dispatcher;
+  /** Emits `log:<taskId>` when a chunk is appended, so followers need not poll. */
+  logEvents: EventEmitter;
+  /** Set when the hub starts shutting down: new long polls and streams end at once. */
+  lifecycle: { closing: boolean; onClose: Set<() => void> };
+}

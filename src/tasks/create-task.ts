@@ -1,0 +1,175 @@
+import type { Kysely } from "kysely";
+import { withWriteTx } from "../db/database.js";
+import type { Database } from "../db/schema.js";
+import { KilnError } from "../errors/catalogue.js";
+import type { EngineDeps } from "./deps.js";
+import { nextFairVt, URGENT_PRIORITY } from "./fair-order.js";
+import { getMethod } from "./methods.js";
+import type { LockSpec, TaskRow } from "./types.js";
+
+export interface CreateTaskInput {
+  method: string;
+  args?: unknown;
+  owner: string;
+  parentId?: number | null;
+  label?: string | null;
+  priority?: number;
+  arch?: string;
+  channel?: string;
+  weight?: number;
+  /** Seconds; defaults per method from the engine config. */
+  timeout?: number;
+  locks?: LockSpec[];
+}
+
+export const DEFAULT_PRIORITY = 20;
+const ARCH_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+const CHANNEL_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._:+~/@-]{0,199}$/;
+export const RESOURCE_RE = /^[A-Za-z0-9][A-Za-z0-9._:+~/@-]{0,254}$/;
+
+export function validatePriority(priority: unknown): number {
+  if (typeof priority !== "number" || !Number.isInteger(priority) || priority < 0 || priority > 100) {
+    throw new KilnError(
+      "INVALID_PRIORITY",
+      `priority must be an integer from 0 to 100, not ${String(priority)}`,
+    );
+  }
+  return priority;
+}
+
+/** Parses `NAME` or `NAME:shared` / `NAME:exclusive` as the CLI's --lock takes it. */
+export function parseLock(text: string): LockSpec {
+  const m = /^(.*?)(?::(shared|exclusive))?$/.exec(text);
+  const resource = m?.[1] ?? "";
+  if (!RESOURCE_RE.test(resource)) {
+    throw new KilnError("INVALID_LOCK", `lock "${text}" is not NAME or NAME:shared`);
+  }
+  return { resource, exclusive: m?.[2] !== "shared" };
+}
+
+function normalize(deps: EngineDeps, input: CreateTaskInput) {
+  const spec = getMethod(input.method);
+  const args = spec.validateArgs(input.args);
+  const priority = validatePriority(input.priority ?? DEFAULT_PRIORITY);
+  const arch = input.arch ?? spec.arch;
+  if (!ARCH_RE.test(arch))
+    throw new KilnError("VALIDATION_FAILED", `arch "${arch}" is not a Debian arch name`);
+  const channel = input.channel ?? spec.channel;
+  if (!CHANNEL_RE.test(channel))
+    throw new KilnError("VALIDATION_FAILED", `channel "${channel}" is not valid`);
+  const weight = input.weight ?? spec.weight;
+  if (typeof weight !== "number" || !(weight > 0 && weight <= 1000)) {
+    throw new KilnError("VALIDATION_FAILED", "weight must be a number above 0 and at most 1000");
+  }
+  const timeout = input.timeout ?? deps.engine.timeouts[input.method] ?? deps.engine.timeouts.default ?? 7200;
+  if (!Number.isInteger(timeout) || timeout <= 0) {
+    throw new KilnError("VALIDATION_FAILED", "timeout must be a positive whole number of seconds");
+  }
+  if (input.label != null && !LABEL_RE.test(input.label)) {
+    throw new KilnError("VALIDATION_FAILED", `label "${input.label}" is not valid`);
+  }
+  const locks = input.locks ?? [];
+  for (const lock of locks) {
+    if (!RESOURCE_RE.test(lock.resource)) {
+      throw new KilnError("INVALID_LOCK", `lock resource "${lock.resource}" is not valid`);
+    }
+  }
+  return { args, priority, arch, channel, weight, timeout, locks };
+}
+
+/** Inserts one task inside an open write transaction; the caller commits and wakes. */
+export async function insertTask(
+  deps: EngineDeps,
+  trx: Kysely<Database>,
+  input: CreateTaskInput,
+): Promise<{ row: TaskRow; created: boolean }> {
+  const n = normalize(deps, input);
+  if (input.parentId != null && input.label != null) {
+    const existing = await trx
+      .selectFrom("tasks")
+      .selectAll()
+      .where("parent_id", "=", input.parentId)
+      .where("label", "=", input.label)
+      .executeTakeFirst();
+    if (existing) return { row: existing, created: false };
+  }
+  let vt = 0;
+  if (n.priority <= URGENT_PRIORITY) {
+    const head = await trx
+      .selectFrom("tasks")
+      .select((eb) => eb.fn.min("fair_vt").as("vt"))
+      .where("state", "=", "free")
+      .where("priority", "=", n.priority)
+      .executeTakeFirst();
+    const last = await trx
+      .selectFrom("tasks")
+      .select((eb) => eb.fn.max("fair_vt").as("vt"))
+      .where("state", "=", "free")
+      .where("owner", "=", input.owner)
+      .where("priority", "=", n.priority)
+      .executeTakeFirst();
+    vt = nextFairVt(head?.vt ?? null, last?.vt ?? null);
+  }
+  const now = deps.clock.now();
+  const row = await trx
+    .insertInto("tasks")
+    .values({
+      method: input.method,
+      args: JSON.stringify(n.args),
+      owner: input.owner,
+      parent_id: input.parentId ?? null,
+      label: input.label ?? null,
+      state: "free",
+      waiting: 0,
+      priority: n.priority,
+      fair_vt: vt,
+      arch: n.arch,
+      channel: n.channel,
+      weight: n.weight,
+      host_id: null,
+      lease_epoch: 0,
+      lease_expires_at: null,
+      attempts: 0,
+      infra_failures: 0,
+      run_at: now,
+      timeout_s: n.timeout,
+      locks: n.locks.length > 0 ? JSON.stringify(n.locks) : null,
+      result: null,
+      error: null,
+      created_at: now,
+      started_at: null,
+      claimed_at: null,
+      completed_at: null,
+      updated_at: now,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await insertLocks(trx, row.id, n.locks);
+  return { row, created: true };
+}
+
+export async function insertLocks(trx: Kysely<Database>, taskId: number, locks: LockSpec[]): Promise<void> {
+  if (locks.length === 0) return;
+  await trx
+    .insertInto("task_locks")
+    .values(locks.map((l) => ({ task_id: taskId, resource: l.resource, exclusive: l.exclusive ? 1 : 0 })))
+    .execute();
+}
+
+export async function createTask(deps: EngineDeps, input: CreateTaskInput): Promise<TaskRow> {
+  const { row } = await withWriteTx(deps.db, (trx) => insertTask(deps, trx, input));
+  deps.wake.notify();
+  return row;
+}
+
+/** Many tasks in one transaction (bulk submission). */
+export async function createTasks(deps: EngineDeps, inputs: CreateTaskInput[]): Promise<TaskRow[]> {
+  const rows = await withWriteTx(deps.db, async (trx) => {
+    const out: TaskRow[] = [];
+    for (const input of inputs) out.push((await insertTask(deps, trx, input)).row);
+    return out;
+  });
+  deps.wake.notify();
+  return rows;
+}

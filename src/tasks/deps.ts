@@ -1,0 +1,24 @@
+import type { Logger } from "pino";
+import type { EngineConfig } from "../config/config.js";
+import type { Db } from "../db/database.js";
+import type { Waker } from "./wake.js";
+
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** What the task engine's operations need; wired once by the hub. */
+export interface EngineDeps {
+  db: Db;
+  clock: Clock;
+  engine: EngineConfig;
+  wake: Waker;
+  log: Logger;
+}
+
+/** How long a lease lasts without a heartbeat: the missed-beat allowance. */
+export function leaseMs(engine: EngineConfig): number {
+  return engine.heartbeatInterval * engine.missedHeartbeats * 1000;
+}

@@ -1,0 +1,210 @@
+import type { Kysely } from "kysely";
+import { withWriteTx } from "../db/database.js";
+import type { Database } from "../db/schema.js";
+import { KilnError } from "../errors/catalogue.js";
+import type { EngineDeps } from "./deps.js";
+import { backoffDelayMs } from "./retry.js";
+import { isFinal, RUNNING_STATES, type TaskError, type TaskRow } from "./types.js";
+
+/** Who is calling about a task: the lease they hold. */
+export interface LeaseRef {
+  id: number;
+  epoch: number;
+  hostId: number;
+}
+
+/**
+ * A guarded update matched no row: say why. A replay of the very call that already took effect
+ * (same epoch, same host, the state it would have set) is success, so workers can retry calls
+ * safely; anything else is an error the caller sees.
+ */
+export async function explainMiss(
+  trx: Kysely<Database>,
+  ref: LeaseRef,
+  replayStates: readonly string[],
+): Promise<TaskRow> {
+  const row = await trx.selectFrom("tasks").selectAll().where("id", "=", ref.id).executeTakeFirst();
+  if (!row) throw new KilnError("TASK_NOT_FOUND", `no task ${ref.id}`);
+  if (row.lease_epoch !== ref.epoch) {
+    throw new KilnError("LEASE_STALE", undefined, {
+      taskId: ref.id,
+      epoch: ref.epoch,
+      current: row.lease_epoch,
+    });
+  }
+  const ownHost = row.host_id === ref.hostId || row.host_id === null;
+  if (ownHost && replayStates.includes(row.state)) return row;
+  if (row.host_id === null && !isFinal(row.state)) {
+    // Requeued after its lease ran out: whoever calls holds a lease that is gone.
+    throw new KilnError("LEASE_STALE", undefined, { taskId: ref.id, epoch: ref.epoch });
+  }
+  if (!ownHost) throw new KilnError("HOST_MISMATCH", `task ${ref.id} is not assigned to this host`);
+  if (row.state === "canceled") throw new KilnError("TASK_CANCELED", `task ${ref.id} was canceled`);
+  throw new KilnError("TASK_FINISHED", `task ${ref.id} is already ${row.state}`, { state: row.state });
+}
+
+function guarded(trx: Kysely<Database>, ref: LeaseRef) {
+  return trx
+    .updateTable("tasks")
+    .where("id", "=", ref.id)
+    .where("lease_epoch", "=", ref.epoch)
+    .where("host_id", "=", ref.hostId)
+    .where("state", "in", RUNNING_STATES)
+    .where("waiting", "=", 0);
+}
+
+/**
+ * Bookkeeping after a task reaches a final state, in the same transaction: its locks go, and a
+ * parent waiting on it wakes when all its children are done or one of them failed.
+ */
+export async function afterFinal(deps: EngineDeps, trx: Kysely<Database>, row: TaskRow): Promise<void> {
+  await trx.deleteFrom("task_locks").where("task_id", "=", row.id).execute();
+  if (row.parent_id === null) return;
+  const now = deps.clock.now();
+  let wake = trx
+    .updateTable("tasks")
+    .set({ state: "free", waiting: 0, run_at: now, updated_at: now })
+    .where("id", "=", row.parent_id)
+    .where("state", "=", "open")
+    .where("waiting", "=", 1);
+  if (row.state !== "failed") {
+    wake = wake.where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom("tasks as c")
+            .select("c.id")
+            .where("c.parent_id", "=", row.parent_id)
+            .where("c.state", "in", ["free", "assigned", "open"]),
+        ),
+      ),
+    );
+  }
+  await wake.execute();
+}
+
+export async function startTask(deps: EngineDeps, ref: LeaseRef): Promise<TaskRow> {
+  const now = deps.clock.now();
+  return withWriteTx(deps.db, async (trx) => {
+    const row = await guarded(trx, ref)
+      .where("state", "=", "assigned")
+      .set({ state: "open", updated_at: now })
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? explainMiss(trx, ref, ["open"]);
+  });
+}
+
+export async function completeTask(deps: EngineDeps, ref: LeaseRef, result: unknown): Promise<TaskRow> {
+  const now = deps.clock.now();
+  const row = await withWriteTx(deps.db, async (trx) => {
+    const done = await guarded(trx, ref)
+      .set({
+        state: "closed",
+        result: JSON.stringify(result ?? null),
+        error: null,
+        completed_at: now,
+        lease_expires_at: null,
+        updated_at: now,
+      })
+      .returningAll()
+      .executeTakeFirst();
+    if (!done) return explainMiss(trx, ref, ["closed"]);
+    await afterFinal(deps, trx, done);
+    return done;
+  });
+  deps.wake.notify();
+  return row;
+}
+
+/**
+ * Puts a task whose host was lost back in the queue, counting an infra failure and backing off;
+ * after too many it fails as poison. Guarded by the lease epoch it had.
+ */
+export async function requeueInfra(
+  deps: EngineDeps,
+  trx: Kysely<Database>,
+  row: TaskRow,
+  reason: TaskError,
+): Promise<TaskRow | undefined> {
+  const now = deps.clock.now();
+  const failures = row.infra_failures + 1;
+  const base = trx
+    .updateTable("tasks")
+    .where("id", "=", row.id)
+    .where("lease_epoch", "=", row.lease_epoch)
+    .where("state", "in", RUNNING_STATES);
+  if (failures >= deps.engine.maxInfraFailures) {
+    const error: TaskError = {
+      code: "HOST_LOST",
+      message: `lost its host ${failures} times; last: ${reason.message}`,
+      infra: true,
+    };
+    const failed = await base
+      .set({
+        state: "failed",
+        infra_failures: failures,
+        error: JSON.stringify(error),
+        completed_at: now,
+        lease_expires_at: null,
+        updated_at: now,
+      })
+      .returningAll()
+      .executeTakeFirst();
+    if (failed) await afterFinal(deps, trx, failed);
+    return failed;
+  }
+  const delay = backoffDelayMs(failures, deps.engine.backoffBase, deps.engine.backoffMax);
+  return base
+    .set({
+      state: "free",
+      host_id: null,
+      lease_expires_at: null,
+      infra_failures: failures,
+      error: JSON.stringify(reason),
+      run_at: now + delay,
+      updated_at: now,
+    })
+    .returningAll()
+    .executeTakeFirst();
+}
+
+export async function failTask(deps: EngineDeps, ref: LeaseRef, error: TaskError): Promise<TaskRow> {
+  const now = deps.clock.now();
+  const row = await withWriteTx(deps.db, async (trx) => {
+    if (error.infra) {
+      const current = await guarded(trx, ref).set({ updated_at: now }).returningAll().executeTakeFirst();
+      if (!current) return explainMiss(trx, ref, ["free", "failed"]);
+      return (await requeueInfra(deps, trx, current, error)) ?? current;
+    }
+    const failed = await guarded(trx, ref)
+      .set({
+        state: "failed",
+        error: JSON.stringify(error),
+        completed_at: now,
+        lease_expires_at: null,
+        updated_at: now,
+      })
+      .returningAll()
+      .executeTakeFirst();
+    if (!failed) return explainMiss(trx, ref, ["failed"]);
+    await afterFinal(deps, trx, failed);
+    return failed;
+  });
+  deps.wake.notify();
+  return row;
+}
+
+/** A worker hands a task back (shutdown): it runs again at once, no failure counted. */
+export async function releaseTask(deps: EngineDeps, ref: LeaseRef): Promise<TaskRow> {
+  const now = deps.clock.now();
+  const row = await withWriteTx(deps.db, async (trx) => {
+    const freed = await guarded(trx, ref)
+      .set({ state: "free", host_id: null, lease_expires_at: null, run_at: now, updated_at: now })
+      .returningAll()
+      .executeTakeFirst();
+    return freed ?? explainMiss(trx, ref, ["free"]);
+  });
+  deps.wake.notify();
+  return row;
+}

@@ -1,0 +1,7 @@
+import type { HandlerMap } from "../handler.js";
+import { sleepHandler } from "./sleep.js";
+
+/** The methods every worker runs (the hub's embedded worker adds its own on top). */
+export function defaultWorkerHandlers(): HandlerMap {
+  return new Map([["sleep", sleepHandler]]);
+}

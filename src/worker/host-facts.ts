@@ -1,0 +1,59 @@
+import { execFileSync } from "node:child_process";
+import { accessSync, constants, statSync } from "node:fs";
+import path from "node:path";
+
+/** The first executable called `name` on PATH, like `which`. */
+export function findOnPath(name: string, envPath = process.env.PATH ?? ""): string | undefined {
+  for (const dir of envPath.split(path.delimiter)) {
+    if (!dir) continue;
+    const file = path.join(dir, name);
+    try {
+      if (!statSync(file).isFile()) continue;
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** What this machine can do, as the worker reports it in hello. */
+export function detectCapabilities(): { capabilities: string[]; warnings: string[] } {
+  const capabilities: string[] = [];
+  const warnings: string[] = [];
+  if (findOnPath("bwrap")) capabilities.push("sandbox");
+  else {
+    warnings.push(
+      "bwrap (bubblewrap) is not on PATH: this worker will not advertise the sandbox capability, " +
+        "so it cannot run sandboxed builds. Install it with `apt-get install bubblewrap`.",
+    );
+  }
+  return { capabilities, warnings };
+}
+
+const NODE_TO_DEBIAN: Record<string, string> = {
+  x64: "amd64",
+  ia32: "i386",
+  arm64: "arm64",
+  arm: "armhf",
+  ppc64: "ppc64el",
+  s390x: "s390x",
+  riscv64: "riscv64",
+  mips64el: "mips64el",
+  loong64: "loong64",
+};
+
+/** The Debian architectures this machine builds for natively. */
+export function detectArches(): string[] {
+  try {
+    const arch = execFileSync("dpkg", ["--print-architecture"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+    if (arch) return [arch];
+  } catch {
+    // not a dpkg system: fall back to what Node knows
+  }
+  return [NODE_TO_DEBIAN[process.arch] ?? process.arch];
+}
