@@ -4,10 +4,14 @@ import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
 import { ERRORS, KilnError, type ErrorCode } from "../errors/catalogue.js";
 import { VERSION } from "../version.js";
+import { registerBuildCommands } from "./build.js";
 import { CliExit, DEFAULT_HUB, describeTokenSource, type GlobalOptions } from "./context.js";
 import { registerHostCommand } from "./host.js";
 import { printJson, type TextSink } from "./output.js";
+import { registerPackageCommand } from "./package.js";
 import { registerServeCommand } from "./serve.js";
+import { registerTagCommand, registerTaggingCommands } from "./tag.js";
+import { registerTargetCommand } from "./target.js";
 import { registerTaskCommand } from "./task.js";
 import { registerTokenCommand } from "./token.js";
 import { registerVersionCommand } from "./version.js";
@@ -45,6 +49,11 @@ export function buildProgram(): Command {
   registerTaskCommand(program);
   registerHostCommand(program);
   registerTokenCommand(program);
+  registerTagCommand(program);
+  registerPackageCommand(program);
+  registerTaggingCommands(program);
+  registerTargetCommand(program);
+  registerBuildCommands(program);
   registerVersionCommand(program);
   return program;
 }

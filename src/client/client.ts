@@ -1,5 +1,14 @@
+import { Agent, request as sendRequest, type Dispatcher } from "undici";
 import { KilnError, isErrorCode } from "../errors/catalogue.js";
 import type {
+  ArtifactJson,
+  BuildJson,
+  CreateBuildRequest,
+  PackageEntryJson,
+  TagDetailJson,
+  TaggedBuildJson,
+  TagJson,
+  TargetJson,
   ClaimedTask,
   CreateTaskRequest,
   HelloRequest,
@@ -33,25 +42,62 @@ export class KilnClient {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
   }
 
+  /**
+   * A JSON call: the body is sent as JSON and the answer parsed (undefined for 204). This is the
+   * hot path of the worker protocol, so it goes through undici's request() on a keep-alive pool
+   * rather than fetch(), which costs several times the CPU per call.
+   */
   async request<T>(
     method: string,
     path: string,
     body?: unknown,
     opts: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<T> {
-    const res = await this.raw(method, path, body, opts);
-    if (res.status === 204) return undefined as T;
-    const text = await res.text();
-    const data: unknown = text ? JSON.parse(text) : undefined;
-    return data as T;
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let payload: string | undefined;
+    if (body !== undefined) {
+      headers["content-type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    let status: number;
+    let text: string;
+    try {
+      const res = await sendRequest(`${this.hub}${path}`, {
+        method: method as Dispatcher.HttpMethod,
+        headers,
+        body: payload,
+        dispatcher: keepAlive,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      status = res.statusCode;
+      text = await res.body.text();
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      throw new KilnError("HUB_UNREACHABLE", `cannot reach the hub at ${this.hub}: ${describe(err)}`);
+    }
+    if (status < 200 || status > 299) throw errorFromAnswer(status, text);
+    return (status === 204 || !text ? undefined : JSON.parse(text)) as T;
   }
 
-  /** Performs the request; throws KilnError on a non-2xx answer. */
+  /**
+   * Performs the request with fetch() and hands back the Response, for streamed bodies (uploads,
+   * downloads, server-sent events); throws KilnError on a non-2xx answer.
+   */
   async raw(
     method: string,
     path: string,
     body?: unknown,
-    opts: { timeoutMs?: number; signal?: AbortSignal; headers?: Record<string, string> } = {},
+    opts: {
+      timeoutMs?: number;
+      signal?: AbortSignal;
+      headers?: Record<string, string>;
+      /** A raw request body (streams are sent as they are read). */
+      body?: Buffer | ReadableStream<Uint8Array>;
+    } = {},
   ): Promise<Response> {
     const headers: Record<string, string> = { ...opts.headers };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
@@ -63,29 +109,16 @@ export class KilnClient {
       res = await fetch(`${this.hub}${path}`, {
         method,
         headers,
-        body: body === undefined ? null : JSON.stringify(body),
+        body: opts.body ?? (body === undefined ? null : JSON.stringify(body)),
         signal,
+        ...(opts.body instanceof ReadableStream ? { duplex: "half" } : {}),
       });
     } catch (err) {
       if (opts.signal?.aborted) throw err;
       throw new KilnError("HUB_UNREACHABLE", `cannot reach the hub at ${this.hub}: ${describe(err)}`);
     }
     if (res.ok) return res;
-    const text = await res.text();
-    let code = "INTERNAL";
-    let message = `HTTP ${res.status}`;
-    let details: Record<string, unknown> | undefined;
-    try {
-      const parsed = JSON.parse(text) as {
-        error?: { code?: string; message?: string; details?: Record<string, unknown> };
-      };
-      code = parsed.error?.code ?? code;
-      message = parsed.error?.message ?? message;
-      details = parsed.error?.details;
-    } catch {
-      if (text) message = `${message}: ${text.slice(0, 200)}`;
-    }
-    throw new KilnError(isErrorCode(code) ? code : "INTERNAL", message, { status: res.status, ...details });
+    throw errorFromAnswer(res.status, await res.text());
   }
 
   /** The hub's version; needs no token. */
@@ -240,9 +273,151 @@ export class KilnClient {
   waitSubtasks(id: number, epoch: number): Promise<{ done: boolean; subtasks: TaskJson[] }> {
     return this.request("POST", `/api/v1/tasks/${id}/wait`, { epoch });
   }
+
+  // --- Tags, packages, tagging, targets ---
+  listTags(): Promise<TagJson[]> {
+    return this.request("GET", "/api/v1/tags");
+  }
+  getTag(name: string, event?: number): Promise<TagDetailJson> {
+    return this.request("GET", `/api/v1/tags/${encodeURIComponent(name)}${event ? `?event=${event}` : ""}`);
+  }
+  createTag(req: { name: string; arches?: string[] | null; perm?: string | null; locked?: boolean; extra?: Record<string, unknown> }): Promise<TagJson> {
+    return this.request("POST", "/api/v1/tags", req);
+  }
+  /** `extra` keys with a null value are removed. */
+  editTag(
+    name: string,
+    req: { rename?: string; arches?: string[] | null; perm?: string | null; locked?: boolean; extra?: Record<string, unknown> },
+  ): Promise<TagJson> {
+    return this.request("PATCH", `/api/v1/tags/${encodeURIComponent(name)}`, req);
+  }
+  deleteTag(name: string): Promise<void> {
+    return this.request("DELETE", `/api/v1/tags/${encodeURIComponent(name)}`);
+  }
+  addTagParent(
+    tag: string,
+    req: { parent: string; priority: number; maxdepth?: number | null; intransitive?: boolean; noconfig?: boolean; pkgFilter?: string },
+  ): Promise<TagDetailJson> {
+    return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/parents`, req);
+  }
+  removeTagParent(tag: string, parent: string): Promise<TagDetailJson> {
+    return this.request("DELETE", `/api/v1/tags/${encodeURIComponent(tag)}/parents/${encodeURIComponent(parent)}`);
+  }
+  listPackages(tag: string, event?: number): Promise<PackageEntryJson[]> {
+    return this.request("GET", `/api/v1/tags/${encodeURIComponent(tag)}/packages${event ? `?event=${event}` : ""}`);
+  }
+  /** add (needs owner), block, unblock, remove. */
+  changePackages(
+    tag: string,
+    req: { action: "add" | "block" | "unblock" | "remove"; packages: string[]; owner?: string; force?: boolean },
+  ): Promise<PackageEntryJson[]> {
+    return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/packages`, req);
+  }
+  latestBuilds(tag: string, event?: number): Promise<TaggedBuildJson[]> {
+    return this.request("GET", `/api/v1/tags/${encodeURIComponent(tag)}/latest${event ? `?event=${event}` : ""}`);
+  }
+  /** nvr is "source/version". */
+  tagBuild(tag: string, nvr: string, opts: { force?: boolean } = {}): Promise<TaggedBuildJson> {
+    return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/builds`, { build: nvr, ...opts });
+  }
+  untagBuild(tag: string, nvr: string, opts: { force?: boolean } = {}): Promise<void> {
+    return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/untag`, { build: nvr, ...opts });
+  }
+  listTargets(): Promise<TargetJson[]> {
+    return this.request("GET", "/api/v1/targets");
+  }
+  createTarget(req: { name: string; buildTag: string; destTag: string }): Promise<TargetJson> {
+    return this.request("POST", "/api/v1/targets", req);
+  }
+  deleteTarget(name: string): Promise<void> {
+    return this.request("DELETE", `/api/v1/targets/${encodeURIComponent(name)}`);
+  }
+
+  // --- Uploads, builds, blobs ---
+  createUpload(): Promise<{ id: string }> {
+    return this.request("POST", "/api/v1/uploads", {});
+  }
+  /** Streams a file into an upload area. */
+  async uploadFile(
+    upload: string,
+    name: string,
+    body: Buffer | ReadableStream<Uint8Array>,
+  ): Promise<{ name: string; size: number; sha256: string }> {
+    const res = await this.raw(
+      "PUT",
+      `/api/v1/uploads/${encodeURIComponent(upload)}/files/${encodeURIComponent(name)}`,
+      undefined,
+      { body, headers: { "content-type": "application/octet-stream" }, timeoutMs: 3_600_000 },
+    );
+    return (await res.json()) as { name: string; size: number; sha256: string };
+  }
+  /** A file of an upload area (hosts read the source they build from here). */
+  downloadUploadFile(upload: string, name: string): Promise<Response> {
+    return this.raw("GET", `/api/v1/uploads/${encodeURIComponent(upload)}/files/${encodeURIComponent(name)}`, undefined, {
+      timeoutMs: 3_600_000,
+    });
+  }
+  createBuild(req: CreateBuildRequest): Promise<{ build: BuildJson; task: TaskJson }> {
+    return this.request("POST", "/api/v1/builds", req);
+  }
+  /** By "source/version" or numeric id. */
+  getBuild(ref: string | number): Promise<BuildJson> {
+    return this.request("GET", `/api/v1/builds/${typeof ref === "number" ? ref : ref.split("/").map(encodeURIComponent).join("/")}`);
+  }
+  listBuilds(q: { package?: string; state?: string; limit?: number } = {}): Promise<BuildJson[]> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString();
+    return this.request("GET", `/api/v1/builds${qs ? `?${qs}` : ""}`);
+  }
+  /** A stored blob (artifact) by its sha256. */
+  downloadBlob(sha256: string): Promise<Response> {
+    return this.raw("GET", `/api/v1/blobs/${sha256}`, undefined, { timeoutMs: 3_600_000 });
+  }
+  /** Worker: attaches an artifact to a task attempt, fenced by the epoch. */
+  async uploadArtifact(
+    taskId: number,
+    epoch: number,
+    name: string,
+    body: Buffer | ReadableStream<Uint8Array>,
+    meta: { kind: string; arch?: string | null },
+  ): Promise<ArtifactJson> {
+    const params = new URLSearchParams({ epoch: String(epoch), kind: meta.kind });
+    if (meta.arch) params.set("arch", meta.arch);
+    const res = await this.raw(
+      "PUT",
+      `/api/v1/tasks/${taskId}/artifacts/${encodeURIComponent(name)}?${params.toString()}`,
+      undefined,
+      { body, headers: { "content-type": "application/octet-stream" }, timeoutMs: 3_600_000 },
+    );
+    return (await res.json()) as ArtifactJson;
+  }
+}
+
+/** Keep-alive connections to hubs, shared by every client in the process (idle sockets do not hold it open). */
+const keepAlive = new Agent({ keepAliveTimeout: 30_000 });
+
+/** The hub's `{ error: { code, message, details } }` answer as a KilnError. */
+function errorFromAnswer(status: number, text: string): KilnError {
+  let code = "INTERNAL";
+  let message = `HTTP ${status}`;
+  let details: Record<string, unknown> | undefined;
+  try {
+    const parsed = JSON.parse(text) as {
+      error?: { code?: string; message?: string; details?: Record<string, unknown> };
+    };
+    code = parsed.error?.code ?? code;
+    message = parsed.error?.message ?? message;
+    details = parsed.error?.details;
+  } catch {
+    if (text) message = `${message}: ${text.slice(0, 200)}`;
+  }
+  return new KilnError(isErrorCode(code) ? code : "INTERNAL", message, { status, ...details });
 }
 
 function describe(err: unknown): string {
-  const e = err as { cause?: { code?: string; message?: string }; message?: string };
+  const e = err as { code?: string; cause?: { code?: string; message?: string }; message?: string };
+  // undici's own errors (UND_ERR_*) say more in their message; system errors by their code.
+  if (e.code && !e.code.startsWith("UND_ERR")) return e.code;
   return e.cause?.code ?? e.cause?.message ?? e.message ?? String(err);
 }

@@ -68,3 +68,160 @@ export interface HelloRequest {
   version: string;
   arches?: string[];
 }
+
+// --- Builds, tags, targets (issue: builds) ---
+
+export interface TagJson {
+  id: number;
+  name: string;
+  /** Own arches; null means inherited (see `config.arches` on the detail). */
+  arches: string[] | null;
+  perm: string | null;
+  locked: boolean;
+  extra: Record<string, unknown>;
+  createdAt: string;
+}
+
+export interface TagLinkJson {
+  parent: string;
+  parentId: number;
+  priority: number;
+  maxdepth: number | null;
+  intransitive: boolean;
+  noconfig: boolean;
+  pkgFilter: string;
+}
+
+export interface TagWalkEntryJson {
+  tag: string;
+  tagId: number;
+  child: string;
+  depth: number;
+  priority: number;
+  filters: string[];
+  noconfig: boolean;
+  intransitive: boolean;
+  maxdepthRemaining: number | null;
+}
+
+export interface TagDetailJson extends TagJson {
+  parents: TagLinkJson[];
+  walk: TagWalkEntryJson[];
+  config: { arches: string[] | null; extra: Record<string, unknown> };
+  event: number;
+}
+
+export interface PackageEntryJson {
+  package: string;
+  blocked: boolean;
+  owner: string;
+  /** The tag the entry comes from (the queried tag itself, or an ancestor). */
+  tag: string;
+  inherited: boolean;
+}
+
+export type BuildState = "building" | "complete" | "failed" | "canceled";
+
+export interface ArtifactJson {
+  id: number;
+  name: string;
+  sha256: string;
+  size: number;
+  /** deb, udeb, ddeb, buildinfo, changes, dsc, source (orig/debian tarballs, diff), log */
+  kind: string;
+  arch: string | null;
+  taskId: number;
+}
+
+export interface BuildArchJson {
+  arch: string;
+  taskId: number;
+  state: string;
+}
+
+export interface BuildJson {
+  id: number;
+  source: string;
+  version: string;
+  /** "source/version" */
+  nvr: string;
+  state: BuildState;
+  owner: string;
+  target: string | null;
+  scratch: boolean;
+  taskId: number | null;
+  createdAt: string;
+  completedAt: string | null;
+  arches: BuildArchJson[];
+  artifacts: ArtifactJson[];
+  tags: string[];
+}
+
+export interface TaggedBuildJson {
+  buildId: number;
+  source: string;
+  version: string;
+  nvr: string;
+  tag: string;
+  event: number;
+  inherited: boolean;
+}
+
+export interface TargetJson {
+  id: number;
+  name: string;
+  buildTag: string;
+  destTag: string;
+}
+
+export interface CreateBuildRequest {
+  target: string;
+  /** An upload area made with POST /api/v1/uploads holding the source. */
+  upload: string;
+  /** `tarball`: a .tar.gz of a directory with debian/; `dsc`: a .dsc whose files are in the same upload. */
+  source: { type: "tarball" | "dsc"; file: string };
+  scratch?: boolean;
+  priority?: number;
+  archOverride?: string[];
+  force?: boolean;
+}
+
+/** Args of the worker methods (what buildSrc/buildArch handlers receive as task.args). */
+export interface BuildSrcArgs {
+  buildId: number;
+  upload: string;
+  source: { type: "tarball" | "dsc"; file: string };
+}
+
+export interface SourceFileRef {
+  name: string;
+  sha256: string;
+  size: number;
+}
+
+export interface BuildSrcResult {
+  source: string;
+  version: string;
+  /** The package's Architecture field values from debian/control binaries (e.g. ["any", "all"]). */
+  architectures: string[];
+  dsc: SourceFileRef;
+  /** Every file of the source package, the .dsc included. */
+  files: SourceFileRef[];
+}
+
+export interface BuildArchArgs {
+  buildId: number;
+  source: string;
+  version: string;
+  arch: string;
+  /** Build the arch-independent (Architecture: all) binaries in this task. */
+  indep: boolean;
+  /** Build the arch-dependent binaries in this task. */
+  dep: boolean;
+  dsc: SourceFileRef;
+  files: SourceFileRef[];
+}
+
+export interface BuildArchResult {
+  artifacts: { name: string; sha256: string; size: number; kind: string }[];
+}

@@ -27,6 +27,10 @@ export interface HubConfig {
   workerName: string | undefined;
   logLevel: string;
   engine: EngineConfig;
+  /** Koji-style policies (build_from_source, tag, package_list) from kiln.toml's [policy]. */
+  policies: Record<string, string>;
+  /** Largest file one upload may hold. */
+  uploadLimitBytes: number;
 }
 
 export const DEFAULT_ENGINE: EngineConfig = {
@@ -43,6 +47,20 @@ export const DEFAULT_ENGINE: EngineConfig = {
 };
 
 export const DEFAULT_LISTEN = "127.0.0.1:8471";
+export const DEFAULT_UPLOAD_LIMIT = 4 * 1024 ** 3;
+
+function readPolicies(raw: unknown): Record<string, string> {
+  if (raw === undefined) return {};
+  if (typeof raw !== "object" || raw === null)
+    throw new KilnError("CONFIG_INVALID", "kiln.toml: [policy] must be a table");
+  const out: Record<string, string> = {};
+  for (const [name, text] of Object.entries(raw as Record<string, unknown>)) {
+    if (typeof text !== "string")
+      throw new KilnError("CONFIG_INVALID", `kiln.toml: policy.${name} must be a string`);
+    out[name] = text;
+  }
+  return out;
+}
 
 export interface HubFlags {
   data?: string | undefined;
@@ -145,6 +163,11 @@ export function loadHubConfig(flags: HubFlags, env: NodeJS.ProcessEnv = process.
     workerName: env.KILN_WORKER_NAME ?? str("worker_name"),
     logLevel: env.KILN_LOG_LEVEL ?? str("log_level") ?? "info",
     engine: { ...DEFAULT_ENGINE, ...readEngine(file.engine) },
+    policies: readPolicies(file.policy),
+    uploadLimitBytes:
+      file.upload_limit_bytes === undefined
+        ? DEFAULT_UPLOAD_LIMIT
+        : asNumber(file.upload_limit_bytes, "upload_limit_bytes"),
   };
 }
 

@@ -5,6 +5,8 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Migration }
 import pg from "pg";
 import type { Database } from "./schema.js";
 import * as m001 from "./migrations/001-core.js";
+import * as m002 from "./migrations/002-builds.js";
+import * as m003 from "./migrations/003-dispatch-index.js";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -19,7 +21,11 @@ export interface Db {
 pg.types.setTypeParser(20, (v) => Number(v));
 pg.types.setTypeParser(1700, (v) => Number(v));
 
-const MIGRATIONS: { name: string; up: typeof m001.up }[] = [{ name: "001-core", up: m001.up }];
+const MIGRATIONS: { name: string; up: typeof m001.up }[] = [
+  { name: "001-core", up: m001.up },
+  { name: "002-builds", up: m002.up },
+  { name: "003-dispatch-index", up: m003.up },
+];
 
 export function dialectOf(url: string): Dialect {
   return /^postgres(ql)?:\/\//.test(url) ? "postgres" : "sqlite";
@@ -41,8 +47,33 @@ export function openDatabase(url: string, opts: { poolSize?: number } = {}): Db 
   sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("busy_timeout = 10000");
   sqlite.pragma("foreign_keys = ON");
-  const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const kysely = new Kysely<Database>({
+    dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
+  });
   return { kysely, dialect, url, close: () => kysely.destroy() };
+}
+
+/**
+ * Kysely prepares every query afresh; the hot queue statements are the same few strings, so
+ * keep their prepared statements (a bounded cache; better-sqlite3 statements are reusable).
+ */
+function withStatementCache(sqlite: SQLite.Database): SQLite.Database {
+  const cache = new Map<string, SQLite.Statement>();
+  const prepare = sqlite.prepare.bind(sqlite);
+  return new Proxy(sqlite, {
+    get(target, prop, receiver) {
+      if (prop !== "prepare") return Reflect.get(target, prop, receiver) as unknown;
+      return (source: string) => {
+        let stmt = cache.get(source);
+        if (!stmt) {
+          stmt = prepare(source);
+          if (cache.size >= 500) cache.clear();
+          cache.set(source, stmt);
+        }
+        return stmt;
+      };
+    },
+  });
 }
 
 /** Migrates forward to the newest schema; never backward. */

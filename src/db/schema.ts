@@ -79,7 +79,105 @@ export interface TaskLogsTable {
   data: string;
 }
 
+export interface EventsTable {
+  id: Generated<number>;
+  type: string;
+  actor: string | null;
+  data: string;
+  created_at: number;
+}
+
+export interface TagsTable {
+  id: Generated<number>;
+  name: string;
+  arches: string | null;
+  perm: string | null;
+  locked: number;
+  extra: string;
+  created_at: number;
+}
+
+export interface TagInheritanceTable {
+  id: Generated<number>;
+  tag_id: number;
+  parent_id: number;
+  priority: number;
+  maxdepth: number | null;
+  intransitive: number;
+  noconfig: number;
+  pkg_filter: string;
+  create_event: number;
+  revoke_event: number | null;
+}
+
+export interface TagPackagesTable {
+  id: Generated<number>;
+  tag_id: number;
+  package: string;
+  owner: string | null;
+  blocked: number;
+  create_event: number;
+  revoke_event: number | null;
+}
+
+export interface TargetsTable {
+  id: Generated<number>;
+  name: string;
+  build_tag_id: number;
+  dest_tag_id: number;
+  created_at: number;
+}
+
+export interface BuildsTable {
+  id: Generated<number>;
+  source: string;
+  version: string;
+  state: string;
+  owner: string;
+  target_id: number | null;
+  scratch: number;
+  task_id: number | null;
+  created_at: number;
+  completed_at: number | null;
+}
+
+export interface BuildTagsTable {
+  id: Generated<number>;
+  tag_id: number;
+  build_id: number;
+  actor: string | null;
+  create_event: number;
+  revoke_event: number | null;
+}
+
+export interface ArtifactsTable {
+  id: Generated<number>;
+  task_id: number;
+  epoch: number;
+  build_id: number | null;
+  name: string;
+  sha256: string;
+  size: number;
+  kind: string;
+  arch: string | null;
+  created_at: number;
+}
+
+export interface UserPermsTable {
+  user_id: number;
+  perm: string;
+}
+
 export interface Database {
+  events: EventsTable;
+  tags: TagsTable;
+  tag_inheritance: TagInheritanceTable;
+  tag_packages: TagPackagesTable;
+  targets: TargetsTable;
+  builds: BuildsTable;
+  build_tags: BuildTagsTable;
+  artifacts: ArtifactsTable;
+  user_perms: UserPermsTable;
   users: UsersTable;
   tokens: TokensTable;
   hosts: HostsTable;

@@ -6,6 +6,9 @@ import { OpenApiCollector } from "./openapi.js";
 import { registerHostRoutes } from "./routes/v1/hosts.js";
 import { registerMetaRoutes } from "./routes/v1/meta.js";
 import { registerTaskRoutes } from "./routes/v1/tasks.js";
+import { registerTagRoutes } from "./routes/v1/tags.js";
+import { registerBuildRoutes } from "./routes/v1/builds.js";
+import { registerUserRoutes } from "./routes/v1/users.js";
 import { registerTokenRoutes } from "./routes/v1/tokens.js";
 import { registerWorkerRoutes } from "./routes/v1/worker.js";
 
@@ -70,6 +73,9 @@ export async function buildApp(deps: HubDeps): Promise<FastifyInstance> {
   registerWorkerRoutes(app);
   registerHostRoutes(app);
   registerTokenRoutes(app);
+  registerTagRoutes(app);
+  registerBuildRoutes(app);
+  registerUserRoutes(app);
   await app.ready();
   return app;
 }

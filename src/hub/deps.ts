@@ -1,4 +1,7 @@
 import type { EventEmitter } from "node:events";
+import type { BlobStore } from "../artifacts/blob-store.js";
+import type { UploadAreas } from "../artifacts/upload-area.js";
+import type { Policy } from "../builds/policy.js";
 import type { HubConfig } from "../config/config.js";
 import type { EngineDeps } from "../tasks/deps.js";
 import type { Dispatcher } from "../tasks/dispatcher.js";
@@ -11,4 +14,8 @@ export interface HubDeps extends EngineDeps {
   logEvents: EventEmitter;
   /** Set when the hub starts shutting down: new long polls and streams end at once. */
   lifecycle: { closing: boolean; onClose: Set<() => void> };
+  blobs: BlobStore;
+  uploads: UploadAreas;
+  /** Compiled at start, so a broken policy stops the hub with its line number. */
+  policies: Record<string, Policy>;
 }

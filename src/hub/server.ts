@@ -21,8 +21,15 @@ import type { HandlerMap } from "../worker/handler.js";
 import { defaultWorkerHandlers } from "../worker/handlers/index.js";
 import { detectArches, detectCapabilities } from "../worker/host-facts.js";
 import { buildApp } from "./app.js";
+import { BlobStore } from "../artifacts/blob-store.js";
+import { UploadAreas } from "../artifacts/upload-area.js";
+import { compilePolicies, withDefaultPolicies } from "../builds/policy.js";
+import { HUB_POLICY_TESTS } from "./policy-check.js";
 import type { HubDeps } from "./deps.js";
+import { buildHandler } from "./handlers/build.js";
 import { groupHandler } from "./handlers/group.js";
+import { tagBuildHandler } from "./handlers/tag-build.js";
+import "../builds/methods.js";
 
 export const DATA_SUBDIRS = ["blobs", "upload", "public", "staging", "logs", "keys", "work"];
 
@@ -43,7 +50,11 @@ export interface StartOptions {
 }
 
 export function hubHandlers(deps: HubDeps): HandlerMap {
-  return new Map([["group", groupHandler(deps)]]);
+  return new Map([
+    ["group", groupHandler(deps)],
+    ["build", buildHandler(deps)],
+    ["tagBuild", tagBuildHandler(deps)],
+  ]);
 }
 
 /** Writes `<data>/admin-token` (0600) on first start, or when it has gone missing. */
@@ -95,7 +106,11 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
     dispatcher: new Dispatcher(engineDeps),
     logEvents: new EventEmitter().setMaxListeners(0),
     lifecycle: { closing: false, onClose: new Set() },
+    blobs: new BlobStore(path.join(config.data, "blobs")),
+    uploads: new UploadAreas(path.join(config.data, "upload")),
+    policies: compilePolicies(withDefaultPolicies(config.policies), { tests: HUB_POLICY_TESTS }),
   };
+  await deps.blobs.cleanTemp();
 
   await extendLeasesAfterRestart(deps);
   const adminTokenFile = await ensureAdminToken(db, config.data, clock.now());

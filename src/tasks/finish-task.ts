@@ -3,6 +3,8 @@ import { withWriteTx } from "../db/database.js";
 import type { Database } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
 import type { EngineDeps } from "./deps.js";
+import { hasFinalizers, runFinalizers } from "./finalizers.js";
+import { appendLogInTx } from "./task-logs.js";
 import { backoffDelayMs } from "./retry.js";
 import { isFinal, RUNNING_STATES, type TaskError, type TaskRow } from "./types.js";
 
@@ -59,8 +61,9 @@ function guarded(trx: Kysely<Database>, ref: LeaseRef) {
  */
 export async function afterFinal(deps: EngineDeps, trx: Kysely<Database>, row: TaskRow): Promise<void> {
   await trx.deleteFrom("task_locks").where("task_id", "=", row.id).execute();
-  if (row.parent_id === null) return;
   const now = deps.clock.now();
+  await runFinalizers(trx, row, now);
+  if (row.parent_id === null) return;
   let wake = trx
     .updateTable("tasks")
     .set({ state: "free", waiting: 0, run_at: now, updated_at: now })
@@ -95,9 +98,46 @@ export async function startTask(deps: EngineDeps, ref: LeaseRef): Promise<TaskRo
   });
 }
 
-export async function completeTask(deps: EngineDeps, ref: LeaseRef, result: unknown): Promise<TaskRow> {
+/** The last chunk of an attempt's log, carried by the call that finishes it. */
+export interface FinalLogChunk {
+  offset: number;
+  data: string;
+}
+
+/**
+ * Runs a finishing update with the attempt's last log chunk in the same transaction. The chunk
+ * is appended first, fenced like any log call (so a task canceled meanwhile keeps its output,
+ * and a replay appends nothing); a refused chunk (LOG_GAP, LOG_TOO_LARGE) refuses the whole
+ * call, which changes nothing. An error explaining a missed update is thrown after the commit,
+ * so that the chunk stays.
+ */
+async function finishWithLog(
+  deps: EngineDeps,
+  ref: LeaseRef,
+  log: FinalLogChunk | undefined,
+  fn: (trx: Kysely<Database>) => Promise<TaskRow>,
+): Promise<TaskRow> {
+  const out = await withWriteTx(deps.db, async (trx) => {
+    if (log) await appendLogInTx(deps, trx, ref, log);
+    try {
+      return { row: await fn(trx) };
+    } catch (error) {
+      if (!log || !(error instanceof KilnError)) throw error;
+      return { error };
+    }
+  });
+  if ("error" in out) throw out.error;
+  return out.row;
+}
+
+export async function completeTask(
+  deps: EngineDeps,
+  ref: LeaseRef,
+  result: unknown,
+  log?: FinalLogChunk,
+): Promise<TaskRow> {
   const now = deps.clock.now();
-  const row = await withWriteTx(deps.db, async (trx) => {
+  const row = await finishWithLog(deps, ref, log, async (trx) => {
     const done = await guarded(trx, ref)
       .set({
         state: "closed",
@@ -113,7 +153,7 @@ export async function completeTask(deps: EngineDeps, ref: LeaseRef, result: unkn
     await afterFinal(deps, trx, done);
     return done;
   });
-  deps.wake.notify();
+  deps.wake.notify(finishedHint(row));
   return row;
 }
 
@@ -169,9 +209,14 @@ export async function requeueInfra(
     .executeTakeFirst();
 }
 
-export async function failTask(deps: EngineDeps, ref: LeaseRef, error: TaskError): Promise<TaskRow> {
+export async function failTask(
+  deps: EngineDeps,
+  ref: LeaseRef,
+  error: TaskError,
+  log?: FinalLogChunk,
+): Promise<TaskRow> {
   const now = deps.clock.now();
-  const row = await withWriteTx(deps.db, async (trx) => {
+  const row = await finishWithLog(deps, ref, log, async (trx) => {
     if (error.infra) {
       const current = await guarded(trx, ref).set({ updated_at: now }).returningAll().executeTakeFirst();
       if (!current) return explainMiss(trx, ref, ["free", "failed"]);
@@ -191,7 +236,7 @@ export async function failTask(deps: EngineDeps, ref: LeaseRef, error: TaskError
     await afterFinal(deps, trx, failed);
     return failed;
   });
-  deps.wake.notify();
+  deps.wake.notify(row.state === "free" ? undefined : finishedHint(row));
   return row;
 }
 

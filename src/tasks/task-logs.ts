@@ -1,4 +1,6 @@
+import type { Kysely } from "kysely";
 import { withWriteTx } from "../db/database.js";
+import type { Database } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
 import type { EngineDeps } from "./deps.js";
 import type { LeaseRef } from "./finish-task.js";
@@ -19,52 +21,64 @@ export async function appendLog(
   ref: LeaseRef,
   chunk: { offset: number; data: string },
 ): Promise<{ size: number }> {
+  return withWriteTx(deps.db, (trx) => appendLogInTx(deps, trx, ref, chunk));
+}
+
+/**
+ * appendLog inside an open write transaction (complete and fail carry the log's last chunk).
+ * Fenced by epoch and host only, not by state: output a task wrote before it was canceled or
+ * finished still belongs to its log.
+ */
+export async function appendLogInTx(
+  deps: EngineDeps,
+  trx: Kysely<Database>,
+  ref: LeaseRef,
+  chunk: { offset: number; data: string },
+): Promise<{ size: number }> {
   const bytes = Buffer.byteLength(chunk.data, "utf8");
-  return withWriteTx(deps.db, async (trx) => {
-    const task = await trx
-      .selectFrom("tasks")
-      .select(["id", "lease_epoch", "host_id"])
-      .where("id", "=", ref.id)
-      .executeTakeFirst();
-    if (!task) throw new KilnError("TASK_NOT_FOUND", `no task ${ref.id}`);
-    if (task.lease_epoch !== ref.epoch) {
-      throw new KilnError("LEASE_STALE", undefined, {
-        taskId: ref.id,
-        epoch: ref.epoch,
-        current: task.lease_epoch,
-      });
-    }
-    if (task.host_id !== ref.hostId) {
-      throw new KilnError(
-        task.host_id === null ? "LEASE_STALE" : "HOST_MISMATCH",
-        `task ${ref.id} is not this host's`,
-      );
-    }
-    const last = await trx
-      .selectFrom("task_logs")
-      .select(["offset", "data"])
-      .where("task_id", "=", ref.id)
-      .where("epoch", "=", ref.epoch)
-      .orderBy("offset", "desc")
-      .limit(1)
-      .executeTakeFirst();
-    const end = last ? last.offset + Buffer.byteLength(last.data, "utf8") : 0;
-    if (chunk.offset < end) return { size: end }; // a replay
-    if (chunk.offset > end) {
-      throw new KilnError("LOG_GAP", `chunk at ${chunk.offset} but the log ends at ${end}`, { size: end });
-    }
-    if (end + bytes > deps.engine.logLimitBytes) {
-      throw new KilnError("LOG_TOO_LARGE", `the log would exceed ${deps.engine.logLimitBytes} bytes`, {
-        size: end,
-      });
-    }
-    if (bytes === 0) return { size: end };
-    await trx
-      .insertInto("task_logs")
-      .values({ task_id: ref.id, epoch: ref.epoch, offset: end, data: chunk.data })
-      .execute();
-    return { size: end + bytes };
-  });
+  const task = await trx
+    .selectFrom("tasks")
+    .select(["id", "lease_epoch", "host_id"])
+    .where("id", "=", ref.id)
+    .executeTakeFirst();
+  if (!task) throw new KilnError("TASK_NOT_FOUND", `no task ${ref.id}`);
+  if (task.lease_epoch !== ref.epoch) {
+    throw new KilnError("LEASE_STALE", undefined, {
+      taskId: ref.id,
+      epoch: ref.epoch,
+      current: task.lease_epoch,
+    });
+  }
+  if (task.host_id !== ref.hostId) {
+    throw new KilnError(
+      task.host_id === null ? "LEASE_STALE" : "HOST_MISMATCH",
+      `task ${ref.id} is not this host's`,
+    );
+  }
+  const last = await trx
+    .selectFrom("task_logs")
+    .select(["offset", "data"])
+    .where("task_id", "=", ref.id)
+    .where("epoch", "=", ref.epoch)
+    .orderBy("offset", "desc")
+    .limit(1)
+    .executeTakeFirst();
+  const end = last ? last.offset + Buffer.byteLength(last.data, "utf8") : 0;
+  if (chunk.offset < end) return { size: end }; // a replay
+  if (chunk.offset > end) {
+    throw new KilnError("LOG_GAP", `chunk at ${chunk.offset} but the log ends at ${end}`, { size: end });
+  }
+  if (end + bytes > deps.engine.logLimitBytes) {
+    throw new KilnError("LOG_TOO_LARGE", `the log would exceed ${deps.engine.logLimitBytes} bytes`, {
+      size: end,
+    });
+  }
+  if (bytes === 0) return { size: end };
+  await trx
+    .insertInto("task_logs")
+    .values({ task_id: ref.id, epoch: ref.epoch, offset: end, data: chunk.data })
+    .execute();
+  return { size: end + bytes };
 }
 
 /** Chunks of one attempt's log from a byte offset on. */

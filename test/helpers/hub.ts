@@ -21,7 +21,12 @@ export interface TestHub {
 /** A real hub in this process on a random loopback port, on a fresh database of the dialect. */
 export async function startTestHub(
   dialect: Dialect,
-  opts: { worker?: boolean; engine?: Partial<EngineConfig> } = {},
+  opts: {
+    worker?: boolean;
+    engine?: Partial<EngineConfig>;
+    policies?: Record<string, string>;
+    uploadLimitBytes?: number;
+  } = {},
 ): Promise<TestHub> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "kiln-hub-"));
   const pgDb = dialect === "postgres" ? await createPgDatabase() : undefined;
@@ -33,6 +38,8 @@ export async function startTestHub(
     workerName: `test-worker-${process.pid}`,
     logLevel: "silent",
     engine: { ...DEFAULT_ENGINE, ...opts.engine },
+    policies: opts.policies ?? {},
+    uploadLimitBytes: opts.uploadLimitBytes ?? 64 * 1024 * 1024,
   };
   const hub = await startHub(config, { log: silentLog });
   const adminToken = readFileSync(hub.adminTokenFile, "utf8").trim();

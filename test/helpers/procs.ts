@@ -76,6 +76,8 @@ export async function startHubProcess(opts: {
   worker?: boolean;
   engine?: Record<string, number>;
   workerName?: string;
+  /** Top-level kiln.toml lines (before [engine]). */
+  toml?: string;
 }): Promise<HubProc> {
   mkdirSync(opts.dataDir, { recursive: true });
   const engine = {
@@ -88,7 +90,7 @@ export async function startHubProcess(opts: {
   };
   writeFileSync(
     path.join(opts.dataDir, "kiln.toml"),
-    `[engine]\n${Object.entries(engine)
+    `${opts.toml ?? ""}\n[engine]\n${Object.entries(engine)
       .map(([k, v]) => `${k} = ${v}`)
       .join("\n")}\n`,
   );

@@ -1,0 +1,136 @@
+/** Waiting for a build to finish, showing each architecture's state; explaining a failure. */
+import { setTimeout as sleep } from "node:timers/promises";
+import type { KilnClient } from "../client/client.js";
+import type { BuildJson, TaskDetailJson, TaskJson } from "../client/types.js";
+import { isFinal } from "../tasks/types.js";
+import { Spinner, type TextSink } from "./output.js";
+import { isTransient } from "./task-watch.js";
+
+export interface BuildWatchResult {
+  build: BuildJson;
+  /** The build's top task, as it ended. */
+  task: TaskDetailJson;
+  /** The build is complete and its task closed (imported, and tagged unless scratch). */
+  ok: boolean;
+}
+
+/** `hello/1.0-1: amd64 open, arm64 free` — or what happens before and after the arches run. */
+export function describeBuildProgress(build: BuildJson, task: TaskJson): string {
+  const head = `${build.nvr}${build.scratch ? " (scratch)" : ""}`;
+  if (build.arches.length === 0) {
+    return isFinal(task.state)
+      ? `${head}: ${build.state}`
+      : `${head}: building the source package (task ${task.id} ${task.state})`;
+  }
+  const arches = build.arches.map((a) => `${a.arch} ${a.state}`).join(", ");
+  if (!isFinal(task.state) && build.arches.every((a) => isFinal(a.state))) {
+    return `${head}: ${arches}; ${build.scratch ? "importing" : "importing and tagging"}`;
+  }
+  return `${head}: ${arches}`;
+}
+
+/**
+ * Polls the build and its task until the task has ended (so a non-scratch build is tagged by
+ * then, not merely complete). Hub restarts and proxy hiccups are waited out.
+ */
+export async function watchBuild(
+  client: KilnClient,
+  buildId: number,
+  taskId: number,
+  opts: { intervalMs?: number; spinner?: Spinner } = {},
+): Promise<BuildWatchResult> {
+  const spinner = opts.spinner ?? new Spinner();
+  const interval = opts.intervalMs ?? 500;
+  let last: { build: BuildJson; task: TaskDetailJson } | undefined;
+  // The build's row follows its task in the same transaction; a few polls of grace suffice.
+  let graceAfterTask = 4;
+  try {
+    for (;;) {
+      try {
+        const [build, task] = await Promise.all([client.getBuild(buildId), client.getTask(taskId)]);
+        last = { build, task };
+      } catch (err) {
+        if (!isTransient(err) || last === undefined) throw err;
+        spinner.update(`lost the hub (${(err as Error).message}); still trying…`);
+        await sleep(interval * 2);
+        continue;
+      }
+      spinner.update(describeBuildProgress(last.build, last.task));
+      if (isFinal(last.task.state) && (last.build.state !== "building" || --graceAfterTask <= 0)) break;
+      await sleep(interval);
+    }
+  } finally {
+    spinner.stop();
+  }
+  const { build, task } = last;
+  return { build, task, ok: build.state === "complete" && task.state === "closed" };
+}
+
+/**
+ * Returns once the build's packages can be installed from the repositories its tags publish to.
+ * Hook: nothing publishes tags yet, so there is nothing to wait for. The issue that makes tags
+ * feed APT repositories fills this in (poll until the repository's index lists the build), so
+ * that `kiln build … && apt-get install …` works.
+ */
+export async function waitUntilServed(_client: KilnClient, _build: BuildJson): Promise<void> {
+  return Promise.resolve();
+}
+
+/** The last `n` lines of a text (a trailing newline does not count as a line). */
+export function lastLines(text: string, n: number): string[] {
+  const lines = text.split("\n");
+  if (lines[lines.length - 1] === "") lines.pop();
+  return lines.slice(-n);
+}
+
+/** The task to blame for a failed build: a failed arch, else a failed subtask, else the build task. */
+export function findCulprit(
+  build: BuildJson,
+  task: TaskJson,
+  subtasks: readonly TaskJson[],
+): { taskId: number; what: string } {
+  const arch =
+    build.arches.find((a) => a.state === "failed") ?? build.arches.find((a) => a.state === "canceled");
+  if (arch)
+    return { taskId: arch.taskId, what: `the ${arch.arch} build (task ${arch.taskId}) ${arch.state}` };
+  const sub = subtasks.find((t) => t.state === "failed") ?? subtasks.find((t) => t.state === "canceled");
+  if (sub) return { taskId: sub.id, what: `${sub.label ?? sub.method} (task ${sub.id}) ${sub.state}` };
+  return { taskId: task.id, what: `the build task (${task.id}) ${task.state}` };
+}
+
+/** Says why a build failed on stderr: the task's error, the culprit's id and the end of its log. */
+export async function reportBuildFailure(
+  client: KilnClient,
+  result: BuildWatchResult,
+  opts: { lines?: number; err?: TextSink } = {},
+): Promise<void> {
+  const err = opts.err ?? process.stderr;
+  const { build, task } = result;
+  const why = task.error ? `: ${task.error.message} [${task.error.code}]` : "";
+  const state =
+    build.state === "complete"
+      ? `was built, but its task ${task.state}` // e.g. tagging it failed
+      : build.state === "building"
+        ? task.state
+        : build.state;
+  err.write(`build ${build.nvr} ${state}${why}\n`);
+  let subtasks: TaskJson[] = [];
+  try {
+    subtasks = (await client.listTasks({ parent: task.id, limit: 1000 })).tasks;
+  } catch (e) {
+    if (!isTransient(e)) throw e;
+  }
+  const culprit = findCulprit(build, task, subtasks);
+  let log = "";
+  try {
+    log = await client.taskLog(culprit.taskId);
+  } catch (e) {
+    if (!isTransient(e)) throw e;
+  }
+  const tail = lastLines(log, opts.lines ?? 30);
+  err.write(
+    tail.length > 0 ? `${culprit.what}; the end of its log:\n` : `${culprit.what}; its log is empty\n`,
+  );
+  for (const line of tail) err.write(`  ${line}\n`);
+  err.write(`the whole log: kiln task logs ${culprit.taskId}\n`);
+}

@@ -1,0 +1,390 @@
+import type { FastifyInstance } from "fastify";
+import { createReadStream } from "node:fs";
+import { access } from "node:fs/promises";
+import type { CreateBuildRequest } from "../../../client/types.js";
+import { artifactJson, buildJson, getBuildRow, listBuilds } from "../../../builds/build-store.js";
+import { identifyDsc, identifyTarball, type SourceIdentity } from "../../../builds/source-identity.js";
+import { assertPackageAllowed, getTagRow, getTarget } from "../../../builds/tag-store.js";
+import { withWriteTx } from "../../../db/database.js";
+import { KilnError } from "../../../errors/catalogue.js";
+import { recordEvent } from "../../../events/outbox.js";
+import { insertTask } from "../../../tasks/create-task.js";
+import { RUNNING_STATES, toTaskJson } from "../../../tasks/types.js";
+import type { BuildTaskArgs } from "../../handlers/build.js";
+import { requireAuth, requireHost, requireUser } from "../../auth.js";
+import type { HubDeps } from "../../deps.js";
+import { enforcePolicy, userPerms } from "../../policy-check.js";
+
+const SHA_RE = /^[0-9a-f]{64}$/;
+const ARTIFACT_KINDS = ["deb", "udeb", "ddeb", "buildinfo", "changes", "dsc", "source", "log"];
+
+/** Uploads, builds, blobs and worker artifacts. */
+export function registerBuildRoutes(app: FastifyInstance): void {
+  const { deps } = app.kiln as { deps: HubDeps };
+  const tags = ["builds"];
+
+  // Raw bodies (uploads, artifacts) are streamed, never buffered.
+  app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
+
+  app.post(
+    "/api/v1/uploads",
+    { schema: { summary: "A fresh upload area of your own", tags } },
+    async (req, reply) => {
+      requireUser(req);
+      const area = await deps.uploads.create();
+      return reply.status(201).send({ id: area.id });
+    },
+  );
+
+  const uploadFileParams = {
+    type: "object",
+    properties: { id: { type: "string", maxLength: 128 }, name: { type: "string", maxLength: 255 } },
+    required: ["id", "name"],
+  } as const;
+
+  app.put<{ Params: { id: string; name: string } }>(
+    "/api/v1/uploads/:id/files/:name",
+    { schema: { summary: "Stream a file into an upload area", tags, params: uploadFileParams } },
+    async (req, reply) => {
+      requireUser(req);
+      const out = await deps.uploads.writeFile(
+        req.params.id,
+        req.params.name,
+        req.body as NodeJS.ReadableStream,
+        {
+          maxBytes: deps.config.uploadLimitBytes,
+        },
+      );
+      return reply.status(201).send(out);
+    },
+  );
+
+  app.get<{ Params: { id: string; name: string } }>(
+    "/api/v1/uploads/:id/files/:name",
+    {
+      schema: {
+        summary: "Read a file of an upload area (workers fetch sources here)",
+        tags,
+        params: uploadFileParams,
+      },
+    },
+    async (req, reply) => {
+      requireAuth(req);
+      const file = deps.uploads.filePath(req.params.id, req.params.name);
+      try {
+        await access(file);
+      } catch {
+        throw new KilnError("UPLOAD_NOT_FOUND", `no file ${req.params.name} in upload ${req.params.id}`);
+      }
+      return reply.type("application/octet-stream").send(createReadStream(file));
+    },
+  );
+
+  app.post<{ Body: CreateBuildRequest }>(
+    "/api/v1/builds",
+    {
+      schema: {
+        summary: "Build a source package into a target",
+        tags,
+        body: {
+          type: "object",
+          properties: {
+            target: { type: "string" },
+            upload: { type: "string" },
+            source: {
+              type: "object",
+              properties: { type: { type: "string", enum: ["tarball", "dsc"] }, file: { type: "string" } },
+              required: ["type", "file"],
+            },
+            scratch: { type: "boolean" },
+            priority: {},
+            archOverride: { type: "array", items: { type: "string" } },
+            force: { type: "boolean" },
+          },
+          required: ["target", "upload", "source"],
+        },
+      },
+    },
+    async (req, reply) => {
+      const p = requireUser(req);
+      const body = req.body;
+      try {
+        const target = await getTarget(deps.db.kysely, body.target);
+        const file = deps.uploads.filePath(body.upload, body.source.file);
+        let ident: SourceIdentity;
+        try {
+          ident = body.source.type === "dsc" ? await identifyDsc(file) : await identifyTarball(file);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+            throw new KilnError("UPLOAD_NOT_FOUND", `no file ${body.source.file} in upload ${body.upload}`);
+          }
+          throw err;
+        }
+        const dest = await getTagRow(deps.db.kysely, target.destTag);
+        const isAdmin = p.role === "admin";
+        // The destination tag's permission is enforced outside policy, as Koji does.
+        if (dest.perm && !isAdmin && !(await userPerms(deps.db.kysely, p)).includes(dest.perm)) {
+          throw new KilnError(
+            "POLICY_DENIED",
+            `building into ${dest.name} needs the "${dest.perm}" permission`,
+          );
+        }
+        await enforcePolicy(
+          deps,
+          "build_from_source",
+          p,
+          {
+            package: ident.source,
+            version: ident.version,
+            tag: dest.name,
+            buildTag: target.buildTag,
+            target: target.name,
+            tagPerm: dest.perm,
+          },
+          body.force,
+        );
+        if (!body.scratch) await assertPackageAllowed(deps.db.kysely, dest.name, ident.source);
+        const now = deps.clock.now();
+        const { build, task } = await withWriteTx(deps.db, async (trx) => {
+          if (!body.scratch) {
+            const existing = await trx
+              .selectFrom("builds")
+              .select(["id", "state"])
+              .where("source", "=", ident.source)
+              .where("version", "=", ident.version)
+              .where("scratch", "=", 0)
+              .where("state", "in", ["building", "complete"])
+              .executeTakeFirst();
+            if (existing) {
+              throw new KilnError(
+                "BUILD_EXISTS",
+                `${ident.source}/${ident.version} is already ${existing.state === "complete" ? "built" : "building"}; bump the version in debian/changelog or use --scratch`,
+              );
+            }
+          }
+          const build = await trx
+            .insertInto("builds")
+            .values({
+              source: ident.source,
+              version: ident.version,
+              state: "building",
+              owner: p.user.name,
+              target_id: target.id,
+              scratch: body.scratch ? 1 : 0,
+              task_id: null,
+              created_at: now,
+              completed_at: null,
+            })
+            .returningAll()
+            .executeTakeFirstOrThrow();
+          const args: BuildTaskArgs = {
+            buildId: build.id,
+            source: ident.source,
+            version: ident.version,
+            upload: body.upload,
+            input: body.source,
+            buildTag: target.buildTag,
+            destTag: target.destTag,
+            scratch: body.scratch === true,
+            archOverride: body.archOverride ?? [],
+          };
+          const { row } = await insertTask(deps, trx, {
+            method: "build",
+            args,
+            owner: p.user.name,
+            ...(body.priority !== undefined ? { priority: body.priority } : {}),
+          });
+          const updated = await trx
+            .updateTable("builds")
+            .set({ task_id: row.id })
+            .where("id", "=", build.id)
+            .returningAll()
+            .executeTakeFirstOrThrow();
+          await recordEvent(
+            trx,
+            "build.started",
+            { buildId: build.id, nvr: `${ident.source}/${ident.version}`, taskId: row.id },
+            p.user.name,
+            now,
+          );
+          return { build: updated, task: row };
+        });
+        deps.wake.notify();
+        return reply
+          .status(201)
+          .send({ build: await buildJson(deps.db.kysely, build), task: toTaskJson(task) });
+      } catch (err) {
+        // Refused: nothing is kept, not even the upload.
+        await deps.uploads.remove(body.upload).catch(() => undefined);
+        throw err;
+      }
+    },
+  );
+
+  app.get<{ Querystring: { package?: string; state?: string; limit?: number } }>(
+    "/api/v1/builds",
+    {
+      schema: {
+        summary: "List builds, newest first",
+        tags,
+        querystring: {
+          type: "object",
+          properties: {
+            package: { type: "string" },
+            state: { type: "string" },
+            limit: { type: "integer", minimum: 1, maximum: 1000 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      requireAuth(req);
+      return listBuilds(deps.db.kysely, req.query);
+    },
+  );
+
+  app.get<{ Params: { id: number } }>(
+    "/api/v1/builds/:id",
+    {
+      schema: {
+        summary: "A build by id",
+        tags,
+        params: { type: "object", properties: { id: { type: "integer" } }, required: ["id"] },
+      },
+    },
+    async (req) => {
+      requireAuth(req);
+      return buildJson(deps.db.kysely, await getBuildRow(deps.db.kysely, req.params.id));
+    },
+  );
+
+  app.get<{ Params: { source: string; version: string } }>(
+    "/api/v1/builds/:source/:version",
+    {
+      schema: {
+        summary: "A build by SOURCE/VERSION",
+        tags,
+        params: {
+          type: "object",
+          properties: { source: { type: "string" }, version: { type: "string" } },
+          required: ["source", "version"],
+        },
+      },
+    },
+    async (req) => {
+      requireAuth(req);
+      return buildJson(
+        deps.db.kysely,
+        await getBuildRow(deps.db.kysely, `${req.params.source}/${req.params.version}`),
+      );
+    },
+  );
+
+  app.get<{ Params: { sha256: string } }>(
+    "/api/v1/blobs/:sha256",
+    {
+      schema: {
+        summary: "Download a stored artifact by its SHA-256",
+        tags,
+        params: { type: "object", properties: { sha256: { type: "string" } }, required: ["sha256"] },
+      },
+    },
+    async (req, reply) => {
+      requireAuth(req);
+      if (!SHA_RE.test(req.params.sha256))
+        throw new KilnError("VALIDATION_FAILED", "not a SHA-256 hex digest");
+      if (!(await deps.blobs.has(req.params.sha256)))
+        throw new KilnError("ARTIFACT_NOT_FOUND", `no blob ${req.params.sha256}`);
+      return reply
+        .type("application/octet-stream")
+        .header("x-checksum-sha256", req.params.sha256)
+        .send(deps.blobs.open(req.params.sha256));
+    },
+  );
+
+  app.put<{
+    Params: { id: number; name: string };
+    Querystring: { epoch: number; kind: string; arch?: string };
+  }>(
+    "/api/v1/tasks/:id/artifacts/:name",
+    {
+      schema: {
+        summary: "A worker attaches an artifact to its attempt (fenced by the epoch)",
+        tags: ["worker"],
+        params: {
+          type: "object",
+          properties: { id: { type: "integer" }, name: { type: "string", maxLength: 255 } },
+          required: ["id", "name"],
+        },
+        querystring: {
+          type: "object",
+          properties: { epoch: { type: "integer" }, kind: { type: "string" }, arch: { type: "string" } },
+          required: ["epoch", "kind"],
+        },
+      },
+    },
+    async (req, reply) => {
+      const p = requireHost(req);
+      const { id, name } = req.params;
+      const { epoch, kind } = req.query;
+      if (!ARTIFACT_KINDS.includes(kind))
+        throw new KilnError("VALIDATION_FAILED", `artifact kind must be one of ${ARTIFACT_KINDS.join(", ")}`);
+      if (!/^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$/.test(name))
+        throw new KilnError("INVALID_NAME", `"${name}" is not a valid artifact file name`);
+      const fence = async () => {
+        const task = await deps.db.kysely
+          .selectFrom("tasks")
+          .select(["lease_epoch", "host_id", "state"])
+          .where("id", "=", id)
+          .executeTakeFirst();
+        if (!task) throw new KilnError("TASK_NOT_FOUND", `no task ${id}`);
+        if (
+          task.lease_epoch !== epoch ||
+          task.host_id !== p.host.id ||
+          !(RUNNING_STATES as readonly string[]).includes(task.state)
+        ) {
+          throw new KilnError("LEASE_STALE", `task ${id} epoch ${epoch} no longer holds its lease`);
+        }
+      };
+      await fence();
+      const stored = await deps.blobs.put(req.body as NodeJS.ReadableStream, {
+        maxBytes: deps.config.uploadLimitBytes,
+      });
+      // Checked again after the (possibly long) upload: a stale attempt's file is never attached.
+      await fence();
+      const now = deps.clock.now();
+      const row = await withWriteTx(deps.db, async (trx) => {
+        const existing = await trx
+          .selectFrom("artifacts")
+          .selectAll()
+          .where("task_id", "=", id)
+          .where("epoch", "=", epoch)
+          .where("name", "=", name)
+          .executeTakeFirst();
+        if (existing) {
+          if (existing.sha256 === stored.sha256) return existing;
+          throw new KilnError(
+            "VALIDATION_FAILED",
+            `artifact ${name} was already uploaded with other content in this attempt`,
+          );
+        }
+        return trx
+          .insertInto("artifacts")
+          .values({
+            task_id: id,
+            epoch,
+            build_id: null,
+            name,
+            sha256: stored.sha256,
+            size: stored.size,
+            kind,
+            arch: req.query.arch ?? null,
+            created_at: now,
+          })
+          .returningAll()
+          .executeTakeFirstOrThrow();
+      });
+      return reply.status(201).send(artifactJson(row));
+    },
+  );
+}

@@ -1,0 +1,363 @@
+import { createHash, randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { BlobStore } from "../../src/artifacts/blob-store.js";
+import {
+  endlessSource,
+  expectKilnError,
+  filesUnder,
+  gatedSource,
+  makeTempDir,
+  sha256sum,
+} from "./helpers.js";
+
+const HOUR = 60 * 60 * 1000;
+const sha = (b: Buffer | string): string => createHash("sha256").update(b).digest("hex");
+
+async function age(file: string, ms: number): Promise<void> {
+  const t = new Date(Date.now() - ms);
+  await utimes(file, t, t);
+}
+
+async function collect(gen: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const h of gen) out.push(h);
+  return out;
+}
+
+describe("BlobStore", () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let root: string;
+  let store: BlobStore;
+
+  beforeEach(async () => {
+    tmp = await makeTempDir();
+    root = path.join(tmp.dir, "blobs");
+    store = new BlobStore(root);
+  });
+  afterEach(async () => {
+    await tmp.cleanup();
+  });
+
+  describe("put", () => {
+    it("stores content under sha256/ab/cd/<hash> with the hash and size sha256sum sees", async () => {
+      const src = path.join(tmp.dir, "input.bin");
+      const data = randomBytes(3 * 1024 * 1024 + 17);
+      await writeFile(src, data);
+
+      const r = await store.putFile(src);
+
+      expect(r).toEqual({ sha256: sha256sum(src), size: data.length, existed: false });
+      const at = path.join(root, "sha256", r.sha256.slice(0, 2), r.sha256.slice(2, 4), r.sha256);
+      expect(store.path(r.sha256)).toBe(at);
+      expect(sha256sum(at)).toBe(r.sha256);
+      expect((await stat(at)).size).toBe(data.length);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+    });
+
+    it("stores identical content once and says it existed", async () => {
+      const data = Buffer.from("hello, kiln\n");
+      const first = await store.putBuffer(data);
+      const second = await store.put(Readable.from([data.subarray(0, 3), data.subarray(3)]));
+
+      expect(first.existed).toBe(false);
+      expect(second).toEqual({ sha256: first.sha256, size: data.length, existed: true });
+      expect(await filesUnder(root)).toEqual([
+        path.join("sha256", first.sha256.slice(0, 2), first.sha256.slice(2, 4), first.sha256),
+      ]);
+    });
+
+    it("stores the empty blob", async () => {
+      const r = await store.putBuffer(Buffer.alloc(0));
+      expect(r).toEqual({ sha256: sha(""), size: 0, existed: false });
+      expect(await store.verify(r.sha256)).toBe(true);
+    });
+
+    it("refuses content over maxBytes and leaves no temp file and no blob", async () => {
+      const data = randomBytes(1000);
+      const err = await expectKilnError(store.putBuffer(data, { maxBytes: 999 }), "PAYLOAD_TOO_LARGE");
+      expect(err.details).toEqual({ maxBytes: 999 });
+      expect(await filesUnder(root)).toEqual([]);
+      expect(await store.has(sha(data))).toBe(false);
+
+      // Exactly at the limit is fine.
+      expect((await store.putBuffer(data, { maxBytes: 1000 })).size).toBe(1000);
+    });
+
+    it("aborts an oversized stream instead of draining it", async () => {
+      const { source, state } = endlessSource(64 * 1024);
+      await expectKilnError(store.put(source, { maxBytes: 1024 * 1024 }), "PAYLOAD_TOO_LARGE");
+      expect(state.finished).toBe(true);
+      expect(state.sent).toBeLessThanOrEqual(1024 * 1024 + 64 * 1024);
+      expect(await filesUnder(root)).toEqual([]);
+    });
+
+    it("refuses content that does not match expectSha256 and leaves nothing", async () => {
+      const data = Buffer.from("the real content");
+      const claimed = sha("other content");
+      const err = await expectKilnError(
+        store.putBuffer(data, { expectSha256: claimed }),
+        "VALIDATION_FAILED",
+      );
+      expect(err.details).toEqual({ expected: claimed, actual: sha(data) });
+      expect(await filesUnder(root)).toEqual([]);
+
+      // A matching claim, in either case, is accepted.
+      const ok = await store.putBuffer(data, { expectSha256: sha(data).toUpperCase() });
+      expect(ok.sha256).toBe(sha(data));
+    });
+
+    it("refuses a malformed expectSha256 before reading the body", async () => {
+      const { source, state } = endlessSource(1024);
+      await expectKilnError(store.put(source, { expectSha256: "abc" }), "VALIDATION_FAILED");
+      expect(state.sent).toBe(0);
+      expect(await filesUnder(root)).toEqual([]);
+    });
+
+    it("passes a failing source's error on and leaves nothing", async () => {
+      async function* broken(): AsyncGenerator<Buffer> {
+        yield Buffer.alloc(4096, 1);
+        await Promise.resolve();
+        throw new Error("connection reset");
+      }
+      await expect(store.put(broken())).rejects.toThrow("connection reset");
+      expect(await filesUnder(root)).toEqual([]);
+    });
+
+    it("survives 20 concurrent puts of the same content, from two store instances", async () => {
+      const other = new BlobStore(root);
+      const data = randomBytes(256 * 1024);
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          (i % 2 ? other : store).put(Readable.from([data.subarray(0, 1000), data.subarray(1000)])),
+        ),
+      );
+      for (const r of results) expect(r).toMatchObject({ sha256: sha(data), size: data.length });
+      expect(results.filter((r) => !r.existed).length).toBeGreaterThanOrEqual(1);
+      expect(await collect(store.list())).toEqual([sha(data)]);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+      expect(sha256sum(store.path(sha(data)))).toBe(sha(data));
+    });
+
+    it("survives 20 concurrent puts of different content", async () => {
+      const datas = Array.from({ length: 20 }, () =>
+        randomBytes(64 * 1024 + Math.floor(Math.random() * 1000)),
+      );
+      const results = await Promise.all(datas.map((d) => store.putBuffer(d)));
+      expect(results.map((r) => r.sha256)).toEqual(datas.map((d) => sha(d)));
+      expect(results.every((r) => !r.existed)).toBe(true);
+      expect(await collect(store.list())).toEqual(datas.map((d) => sha(d)).sort());
+      for (const d of datas) expect((await readFile(store.path(sha(d)))).equals(d)).toBe(true);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+    });
+
+    it("replaces a stored blob of the wrong size (damaged) with the fresh copy", async () => {
+      const data = Buffer.from("intact content");
+      const { sha256 } = await store.putBuffer(data);
+      await chmod(store.path(sha256), 0o644);
+      await writeFile(store.path(sha256), "trunc");
+      expect(await store.verify(sha256)).toBe(false);
+
+      const again = await store.putBuffer(data);
+      expect(again.existed).toBe(false);
+      expect(await store.verify(sha256)).toBe(true);
+    });
+  });
+
+  describe("reading", () => {
+    it("opens, ranges and stats a blob", async () => {
+      const data = Buffer.from("0123456789");
+      const { sha256 } = await store.putBuffer(data);
+
+      expect(await store.has(sha256)).toBe(true);
+      expect(await store.stat(sha256)).toMatchObject({ size: 10 });
+      const whole: Buffer[] = [];
+      for await (const c of store.open(sha256)) whole.push(c as Buffer);
+      expect(Buffer.concat(whole).toString()).toBe("0123456789");
+      const part: Buffer[] = [];
+      for await (const c of store.open(sha256, { start: 2, end: 4 })) part.push(c as Buffer);
+      expect(Buffer.concat(part).toString()).toBe("234");
+    });
+
+    it("reports a missing blob as ARTIFACT_NOT_FOUND", async () => {
+      const missing = sha("never stored");
+      expect(await store.has(missing)).toBe(false);
+      await expectKilnError(() => store.open(missing), "ARTIFACT_NOT_FOUND");
+      await expectKilnError(store.stat(missing), "ARTIFACT_NOT_FOUND");
+      await expectKilnError(store.verify(missing), "ARTIFACT_NOT_FOUND");
+    });
+
+    it("verify detects a corrupted blob of the same size", async () => {
+      const { sha256 } = await store.putBuffer(Buffer.from("good bytes"));
+      expect(await store.verify(sha256)).toBe(true);
+
+      await chmod(store.path(sha256), 0o644); // blobs are stored read-only
+      await writeFile(store.path(sha256), "evil bytes");
+      expect(await store.verify(sha256)).toBe(false);
+    });
+
+    it("lists stored hashes and skips stray files", async () => {
+      const hashes = await Promise.all(["a", "b", "c"].map(async (s) => (await store.putBuffer(s)).sha256));
+      await writeFile(path.join(root, "sha256", "README"), "stray");
+      const [first] = hashes;
+      await writeFile(path.join(path.dirname(store.path(first!)), "notes.txt"), "stray");
+      await mkdir(path.join(root, "sha256", "zz", "zz"), { recursive: true });
+      await writeFile(path.join(root, "sha256", "zz", "zz", sha("x")), "misplaced");
+
+      expect(await collect(store.list())).toEqual([...hashes].sort());
+    });
+
+    it("lists nothing in a store never written to", async () => {
+      expect(await collect(new BlobStore(path.join(tmp.dir, "nowhere")).list())).toEqual([]);
+    });
+
+    it("removes a blob", async () => {
+      const { sha256 } = await store.putBuffer("bye");
+      expect(await store.remove(sha256)).toBe(true);
+      expect(await store.has(sha256)).toBe(false);
+      expect(await store.remove(sha256)).toBe(false);
+    });
+  });
+
+  describe("names", () => {
+    const bad = [
+      "../../etc/passwd",
+      "../../../../../../etc/passwd".padEnd(64, "a"),
+      sha("x").toUpperCase(),
+      sha("x").slice(0, 63),
+      sha("x") + "0",
+      `${sha("x")}\n`,
+      "",
+      `${sha("x").slice(0, 62)}/.`,
+      "g".repeat(64),
+    ];
+
+    it.each(bad)("refuses %j everywhere with INVALID_NAME", async (name) => {
+      await expectKilnError(() => store.path(name), "INVALID_NAME");
+      await expectKilnError(() => store.open(name), "INVALID_NAME");
+      await expectKilnError(store.has(name), "INVALID_NAME");
+      await expectKilnError(store.stat(name), "INVALID_NAME");
+      await expectKilnError(store.verify(name), "INVALID_NAME");
+      await expectKilnError(store.remove(name), "INVALID_NAME");
+    });
+  });
+
+  describe("crash recovery", () => {
+    it("cleanTemp removes temp files a crash left behind", async () => {
+      await store.putBuffer("something");
+      await mkdir(path.join(root, "tmp"), { recursive: true });
+      await writeFile(path.join(root, "tmp", "0123abcd.part"), "half a blob");
+
+      expect(await new BlobStore(root).cleanTemp()).toBe(1);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+      expect(await collect(store.list())).toEqual([sha("something")]);
+    });
+
+    it("cleanTemp on a fresh store does nothing", async () => {
+      expect(await store.cleanTemp()).toBe(0);
+    });
+
+    it("cleanTemp leaves this instance's uploads in flight alone; minAgeMs spares other writers", async () => {
+      const { source, release, started } = gatedSource([Buffer.from("part one, "), Buffer.from("part two")]);
+      const pending = store.put(source);
+      await started;
+      expect(await filesUnder(path.join(root, "tmp"))).toHaveLength(1);
+
+      expect(await store.cleanTemp()).toBe(0);
+      expect(await new BlobStore(root).cleanTemp({ minAgeMs: HOUR })).toBe(0);
+      expect(await filesUnder(path.join(root, "tmp"))).toHaveLength(1);
+
+      release();
+      const r = await pending;
+      expect(r.sha256).toBe(sha("part one, part two"));
+      expect(await store.verify(r.sha256)).toBe(true);
+    });
+  });
+
+  describe("collectGarbage", () => {
+    it("removes only unreferenced blobs older than minAgeMs", async () => {
+      const refOld = await store.putBuffer("referenced, old");
+      const unrefOld = await store.putBuffer("unreferenced, old");
+      const unrefYoung = await store.putBuffer("unreferenced, young");
+      await age(store.path(refOld.sha256), 2 * HOUR);
+      await age(store.path(unrefOld.sha256), 2 * HOUR);
+      const referenced = new Set([refOld.sha256]);
+      const asked: string[] = [];
+
+      const r = await store.collectGarbage(
+        async (h) => {
+          asked.push(h);
+          await Promise.resolve();
+          return referenced.has(h);
+        },
+        { minAgeMs: HOUR },
+      );
+
+      expect(r).toEqual({ removed: [unrefOld.sha256], kept: 2, bytesFreed: unrefOld.size, tempRemoved: 0 });
+      expect(await collect(store.list())).toEqual([refOld.sha256, unrefYoung.sha256].sort());
+      // Young blobs are kept without asking.
+      expect(asked).not.toContain(unrefYoung.sha256);
+    });
+
+    it("defaults minAgeMs to an hour", async () => {
+      const a = await store.putBuffer("fifty minutes");
+      const b = await store.putBuffer("seventy minutes");
+      await age(store.path(a.sha256), 50 * 60 * 1000);
+      await age(store.path(b.sha256), 70 * 60 * 1000);
+      const r = await store.collectGarbage(() => false);
+      expect(r.removed).toEqual([b.sha256]);
+      expect(await store.has(a.sha256)).toBe(true);
+    });
+
+    it("dryRun reports without removing", async () => {
+      const a = await store.putBuffer("old garbage");
+      await age(store.path(a.sha256), 2 * HOUR);
+      await mkdir(path.join(root, "tmp"), { recursive: true });
+      await writeFile(path.join(root, "tmp", "stale.part"), "xx");
+      await age(path.join(root, "tmp", "stale.part"), 2 * HOUR);
+
+      const r = await store.collectGarbage(() => false, { minAgeMs: HOUR, dryRun: true });
+      expect(r).toEqual({ removed: [a.sha256], kept: 0, bytesFreed: a.size + 2, tempRemoved: 1 });
+      expect(await store.has(a.sha256)).toBe(true);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual(["stale.part"]);
+    });
+
+    it("removes stale temp files but not fresh ones", async () => {
+      await mkdir(path.join(root, "tmp"), { recursive: true });
+      await writeFile(path.join(root, "tmp", "stale.part"), "abc");
+      await writeFile(path.join(root, "tmp", "fresh.part"), "abcd");
+      await age(path.join(root, "tmp", "stale.part"), 2 * HOUR);
+
+      const r = await store.collectGarbage(() => false, { minAgeMs: HOUR });
+      expect(r).toEqual({ removed: [], kept: 0, bytesFreed: 3, tempRemoved: 1 });
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual(["fresh.part"]);
+    });
+
+    it("keeps an old blob that was just stored again (its reference may not be recorded yet)", async () => {
+      const a = await store.putBuffer("popular content");
+      await age(store.path(a.sha256), 2 * HOUR);
+      expect((await store.putBuffer("popular content")).existed).toBe(true);
+
+      const r = await store.collectGarbage(() => false, { minAgeMs: HOUR });
+      expect(r.removed).toEqual([]);
+      expect(await store.has(a.sha256)).toBe(true);
+    });
+
+    it("keeps a blob re-stored while the predicate was deciding", async () => {
+      const a = await store.putBuffer("raced content");
+      await age(store.path(a.sha256), 2 * HOUR);
+
+      const r = await store.collectGarbage(
+        async () => {
+          await store.putBuffer("raced content"); // an upload lands mid-sweep
+          return false;
+        },
+        { minAgeMs: HOUR },
+      );
+      expect(r).toMatchObject({ removed: [], kept: 1 });
+      expect(await store.verify(a.sha256)).toBe(true);
+    });
+  });
+});
