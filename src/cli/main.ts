@@ -14,6 +14,7 @@ import { registerTagCommand, registerTaggingCommands } from "./tag.js";
 import { registerTargetCommand } from "./target.js";
 import { registerTaskCommand } from "./task.js";
 import { registerTokenCommand } from "./token.js";
+import { registerUserCommand } from "./user.js";
 import { registerVersionCommand } from "./version.js";
 import { registerWorkerCommand } from "./worker.js";
 
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   registerTaskCommand(program);
   registerHostCommand(program);
   registerTokenCommand(program);
+  registerUserCommand(program);
   registerTagCommand(program);
   registerPackageCommand(program);
   registerTaggingCommands(program);

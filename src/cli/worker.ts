@@ -5,6 +5,7 @@ import { KilnError } from "../errors/catalogue.js";
 import { VERSION } from "../version.js";
 import { Worker } from "../worker/daemon.js";
 import { defaultWorkerHandlers } from "../worker/handlers/index.js";
+import { reachableWorkDir } from "../worker/work-dir.js";
 import { detectArches, detectCapabilities } from "../worker/host-facts.js";
 import { DEFAULT_HUB } from "./context.js";
 
@@ -51,7 +52,7 @@ export function registerWorkerCommand(program: Command): void {
       const worker = new Worker({
         client: new KilnClient({ hub: flags.hub ?? process.env.KILN_HUB ?? DEFAULT_HUB, token }),
         handlers: defaultWorkerHandlers(),
-        workDir: flags.workDir ?? process.env.KILN_WORK_DIR ?? "./kiln-work",
+        workDir: reachableWorkDir(flags.workDir ?? process.env.KILN_WORK_DIR ?? "./kiln-work").dir,
         log,
         capabilities,
         arches: detectArches(),

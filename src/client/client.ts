@@ -1,4 +1,4 @@
-import { Agent, request as sendRequest, type Dispatcher } from "undici";
+import { Agent, type Dispatcher } from "undici";
 import { KilnError, isErrorCode } from "../errors/catalogue.js";
 import type {
   ArtifactJson,
@@ -36,16 +36,29 @@ export class KilnClient {
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
 
+  /** The hub's origin and the path it is served under, apart, as undici's dispatcher takes them. */
+  private readonly origin: string;
+  private readonly basePath: string;
+
   constructor(opts: ClientOptions) {
     this.hub = opts.hub.replace(/\/+$/, "");
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    let url: URL | undefined;
+    try {
+      url = new URL(this.hub);
+    } catch {
+      // Not a URL: every call will fail as HUB_UNREACHABLE, saying so.
+    }
+    this.origin = url?.origin ?? this.hub;
+    this.basePath = url?.pathname.replace(/\/+$/, "") ?? "";
   }
 
   /**
    * A JSON call: the body is sent as JSON and the answer parsed (undefined for 204). This is the
-   * hot path of the worker protocol, so it goes through undici's request() on a keep-alive pool
-   * rather than fetch(), which costs several times the CPU per call.
+   * hot path of the worker protocol, so it goes straight to undici's dispatcher on a keep-alive
+   * pool: fetch() costs several times the CPU per call, and even undici's request() spends much
+   * of its time on the response stream, which a small JSON answer does not need.
    */
   async request<T>(
     method: string,
@@ -60,27 +73,83 @@ export class KilnClient {
       headers["content-type"] = "application/json";
       payload = JSON.stringify(body);
     }
-    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
-    let status: number;
-    let text: string;
+    let answer: { status: number; text: string };
     try {
-      const res = await sendRequest(`${this.hub}${path}`, {
-        method: method as Dispatcher.HttpMethod,
+      answer = await this.exchange(
+        method,
+        path,
         headers,
-        body: payload,
-        dispatcher: keepAlive,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-      status = res.statusCode;
-      text = await res.body.text();
+        payload,
+        opts.timeoutMs ?? this.timeoutMs,
+        opts.signal,
+      );
     } catch (err) {
       if (opts.signal?.aborted) throw err;
       throw new KilnError("HUB_UNREACHABLE", `cannot reach the hub at ${this.hub}: ${describe(err)}`);
     }
+    const { status, text } = answer;
     if (status < 200 || status > 299) throw errorFromAnswer(status, text);
     return (status === 204 || !text ? undefined : JSON.parse(text)) as T;
+  }
+
+  /** One request and its whole (small) answer, read into memory. */
+  private exchange(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body: string | undefined,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason as Error);
+        return;
+      }
+      let status = 0;
+      const chunks: Buffer[] = [];
+      let abort: ((err?: Error) => void) | undefined;
+      let aborted: Error | undefined;
+      const onAbort = () => {
+        aborted = (signal?.reason as Error | undefined) ?? new Error("aborted");
+        abort?.(aborted);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const settle = () => signal?.removeEventListener("abort", onAbort);
+      keepAlive.dispatch(
+        {
+          origin: this.origin,
+          path: `${this.basePath}${path}`,
+          method: method as Dispatcher.HttpMethod,
+          headers,
+          body: body ?? null,
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+        },
+        {
+          onConnect: (fn) => {
+            abort = fn;
+            if (aborted) fn(aborted);
+          },
+          onHeaders: (code) => {
+            status = code;
+            return true;
+          },
+          onData: (chunk) => {
+            chunks.push(chunk);
+            return true;
+          },
+          onComplete: () => {
+            settle();
+            resolve({ status, text: Buffer.concat(chunks).toString("utf8") });
+          },
+          onError: (err) => {
+            settle();
+            reject(err);
+          },
+        },
+      );
+    });
   }
 
   /**
@@ -221,10 +290,16 @@ export class KilnClient {
   ): Promise<{ host: HostJson; heartbeatInterval: number; requeued: number[] }> {
     return this.request("POST", `/api/v1/hosts/${encodeURIComponent(host)}/hello`, req);
   }
-  claim(waitSeconds: number, signal?: AbortSignal, host = "me"): Promise<ClaimedTask | undefined> {
+  /** With `max` above 1 the hub may hand out up to that many tasks at once, the rest in `more`. */
+  claim(
+    waitSeconds: number,
+    signal?: AbortSignal,
+    host = "me",
+    max = 1,
+  ): Promise<(ClaimedTask & { more?: ClaimedTask[] }) | undefined> {
     return this.request(
       "POST",
-      `/api/v1/hosts/${encodeURIComponent(host)}/claim?wait=${waitSeconds}`,
+      `/api/v1/hosts/${encodeURIComponent(host)}/claim?wait=${waitSeconds}${max > 1 ? `&max=${max}` : ""}`,
       {},
       {
         timeoutMs: this.timeoutMs + waitSeconds * 1000,
@@ -244,8 +319,14 @@ export class KilnClient {
   appendLog(id: number, epoch: number, offset: number, data: string): Promise<{ size: number }> {
     return this.request("POST", `/api/v1/tasks/${id}/log`, { epoch, offset, data });
   }
-  completeTask(id: number, epoch: number, result: unknown): Promise<TaskJson> {
-    return this.request("POST", `/api/v1/tasks/${id}/complete`, { epoch, result });
+  /** `log`: the last chunk of the log, appended in the same transaction (saves a log call). */
+  completeTask(
+    id: number,
+    epoch: number,
+    result: unknown,
+    log?: { offset: number; data: string },
+  ): Promise<TaskJson> {
+    return this.request("POST", `/api/v1/tasks/${id}/complete`, { epoch, result, ...(log ? { log } : {}) });
   }
   failTask(
     id: number,
@@ -257,8 +338,9 @@ export class KilnClient {
       exitCode?: number | null;
       signal?: string | null;
     },
+    log?: { offset: number; data: string },
   ): Promise<TaskJson> {
-    return this.request("POST", `/api/v1/tasks/${id}/fail`, { epoch, error });
+    return this.request("POST", `/api/v1/tasks/${id}/fail`, { epoch, error, ...(log ? { log } : {}) });
   }
   releaseTask(id: number, epoch: number): Promise<TaskJson> {
     return this.request("POST", `/api/v1/tasks/${id}/release`, { epoch });
@@ -281,13 +363,25 @@ export class KilnClient {
   getTag(name: string, event?: number): Promise<TagDetailJson> {
     return this.request("GET", `/api/v1/tags/${encodeURIComponent(name)}${event ? `?event=${event}` : ""}`);
   }
-  createTag(req: { name: string; arches?: string[] | null; perm?: string | null; locked?: boolean; extra?: Record<string, unknown> }): Promise<TagJson> {
+  createTag(req: {
+    name: string;
+    arches?: string[] | null;
+    perm?: string | null;
+    locked?: boolean;
+    extra?: Record<string, unknown>;
+  }): Promise<TagJson> {
     return this.request("POST", "/api/v1/tags", req);
   }
   /** `extra` keys with a null value are removed. */
   editTag(
     name: string,
-    req: { rename?: string; arches?: string[] | null; perm?: string | null; locked?: boolean; extra?: Record<string, unknown> },
+    req: {
+      rename?: string;
+      arches?: string[] | null;
+      perm?: string | null;
+      locked?: boolean;
+      extra?: Record<string, unknown>;
+    },
   ): Promise<TagJson> {
     return this.request("PATCH", `/api/v1/tags/${encodeURIComponent(name)}`, req);
   }
@@ -296,25 +390,46 @@ export class KilnClient {
   }
   addTagParent(
     tag: string,
-    req: { parent: string; priority: number; maxdepth?: number | null; intransitive?: boolean; noconfig?: boolean; pkgFilter?: string },
+    req: {
+      parent: string;
+      priority: number;
+      maxdepth?: number | null;
+      intransitive?: boolean;
+      noconfig?: boolean;
+      pkgFilter?: string;
+    },
   ): Promise<TagDetailJson> {
     return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/parents`, req);
   }
   removeTagParent(tag: string, parent: string): Promise<TagDetailJson> {
-    return this.request("DELETE", `/api/v1/tags/${encodeURIComponent(tag)}/parents/${encodeURIComponent(parent)}`);
+    return this.request(
+      "DELETE",
+      `/api/v1/tags/${encodeURIComponent(tag)}/parents/${encodeURIComponent(parent)}`,
+    );
   }
   listPackages(tag: string, event?: number): Promise<PackageEntryJson[]> {
-    return this.request("GET", `/api/v1/tags/${encodeURIComponent(tag)}/packages${event ? `?event=${event}` : ""}`);
+    return this.request(
+      "GET",
+      `/api/v1/tags/${encodeURIComponent(tag)}/packages${event ? `?event=${event}` : ""}`,
+    );
   }
   /** add (needs owner), block, unblock, remove. */
   changePackages(
     tag: string,
-    req: { action: "add" | "block" | "unblock" | "remove"; packages: string[]; owner?: string; force?: boolean },
+    req: {
+      action: "add" | "block" | "unblock" | "remove";
+      packages: string[];
+      owner?: string;
+      force?: boolean;
+    },
   ): Promise<PackageEntryJson[]> {
     return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/packages`, req);
   }
   latestBuilds(tag: string, event?: number): Promise<TaggedBuildJson[]> {
-    return this.request("GET", `/api/v1/tags/${encodeURIComponent(tag)}/latest${event ? `?event=${event}` : ""}`);
+    return this.request(
+      "GET",
+      `/api/v1/tags/${encodeURIComponent(tag)}/latest${event ? `?event=${event}` : ""}`,
+    );
   }
   /** nvr is "source/version". */
   tagBuild(tag: string, nvr: string, opts: { force?: boolean } = {}): Promise<TaggedBuildJson> {
@@ -353,16 +468,24 @@ export class KilnClient {
   }
   /** A file of an upload area (hosts read the source they build from here). */
   downloadUploadFile(upload: string, name: string): Promise<Response> {
-    return this.raw("GET", `/api/v1/uploads/${encodeURIComponent(upload)}/files/${encodeURIComponent(name)}`, undefined, {
-      timeoutMs: 3_600_000,
-    });
+    return this.raw(
+      "GET",
+      `/api/v1/uploads/${encodeURIComponent(upload)}/files/${encodeURIComponent(name)}`,
+      undefined,
+      {
+        timeoutMs: 3_600_000,
+      },
+    );
   }
   createBuild(req: CreateBuildRequest): Promise<{ build: BuildJson; task: TaskJson }> {
     return this.request("POST", "/api/v1/builds", req);
   }
   /** By "source/version" or numeric id. */
   getBuild(ref: string | number): Promise<BuildJson> {
-    return this.request("GET", `/api/v1/builds/${typeof ref === "number" ? ref : ref.split("/").map(encodeURIComponent).join("/")}`);
+    return this.request(
+      "GET",
+      `/api/v1/builds/${typeof ref === "number" ? ref : ref.split("/").map(encodeURIComponent).join("/")}`,
+    );
   }
   listBuilds(q: { package?: string; state?: string; limit?: number } = {}): Promise<BuildJson[]> {
     const params = new URLSearchParams();

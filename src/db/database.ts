@@ -1,7 +1,9 @@
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
+import { Worker } from "node:worker_threads";
 import SQLite from "better-sqlite3";
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Migration } from "kysely";
+import { CompiledQuery, Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from "kysely";
 import pg from "pg";
 import type { Database } from "./schema.js";
 import * as m001 from "./migrations/001-core.js";
@@ -47,10 +49,66 @@ export function openDatabase(url: string, opts: { poolSize?: number } = {}): Db 
   sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("busy_timeout = 10000");
   sqlite.pragma("foreign_keys = ON");
+  // The checkpointer below does the work; this is only a backstop should it fall far behind.
+  sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
+  const checkpointer = startCheckpointer(file);
   const kysely = new Kysely<Database>({
     dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
   });
-  return { kysely, dialect, url, close: () => kysely.destroy() };
+  return {
+    kysely,
+    dialect,
+    url,
+    close: async () => {
+      await kysely.destroy();
+      await checkpointer.stop();
+    },
+  };
+}
+
+const BACKSTOP_CHECKPOINT_PAGES = 20_000;
+const CHECKPOINT_INTERVAL_MS = 200;
+
+/**
+ * SQLite's automatic checkpoint runs inside the commit that crosses its threshold and waits for
+ * two fsyncs: on a slow disk that stalls the hub's only thread for tens, even hundreds, of
+ * milliseconds, every few dozen tasks. So a background thread with a connection of its own
+ * checkpoints instead, a few times a second. PASSIVE never blocks the hub's writers or readers;
+ * durability is unchanged (WAL with synchronous=NORMAL: the checkpoint syncs the WAL first).
+ */
+function startCheckpointer(file: string): { stop(): Promise<void> } {
+  const source = `
+    const { parentPort, workerData } = require("node:worker_threads");
+    const Database = require(workerData.driver);
+    const db = new Database(workerData.file);
+    db.pragma("busy_timeout = 5000");
+    const timer = setInterval(() => {
+      try { db.pragma("wal_checkpoint(PASSIVE)"); } catch {}
+    }, workerData.intervalMs);
+    parentPort.on("message", () => {
+      clearInterval(timer);
+      db.close();
+      parentPort.close();
+    });
+  `;
+  const worker = new Worker(source, {
+    eval: true,
+    workerData: {
+      driver: createRequire(import.meta.url).resolve("better-sqlite3"),
+      file,
+      intervalMs: CHECKPOINT_INTERVAL_MS,
+    },
+  });
+  worker.unref();
+  // Losing the checkpointer only brings back the backstop's stalls: not a reason to stop.
+  worker.on("error", () => undefined);
+  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+  return {
+    stop: async () => {
+      worker.postMessage("stop");
+      await exited;
+    },
+  };
 }
 
 /**
@@ -100,14 +158,19 @@ export async function migrateDatabase(db: Db): Promise<void> {
 export async function withWriteTx<T>(db: Db, fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
   if (db.dialect === "postgres") return db.kysely.transaction().execute(fn);
   return db.kysely.connection().execute(async (conn) => {
-    await sql`begin immediate`.execute(conn);
+    await conn.executeQuery(BEGIN_IMMEDIATE);
     try {
       const out = await fn(conn);
-      await sql`commit`.execute(conn);
+      await conn.executeQuery(COMMIT);
       return out;
     } catch (err) {
-      await sql`rollback`.execute(conn);
+      await conn.executeQuery(ROLLBACK);
       throw err;
     }
   });
 }
+
+// Compiled once: these run around every write.
+const BEGIN_IMMEDIATE = CompiledQuery.raw("begin immediate");
+const COMMIT = CompiledQuery.raw("commit");
+const ROLLBACK = CompiledQuery.raw("rollback");

@@ -1,4 +1,9 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+} from "fastify";
 import { KilnError } from "../errors/catalogue.js";
 import { Authenticator } from "./auth.js";
 import type { HubDeps } from "./deps.js";
@@ -46,7 +51,7 @@ function toKilnError(err: FastifyError | Error): KilnError {
 export async function buildApp(deps: HubDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.log as unknown as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024 * 1024,
     forceCloseConnections: "idle",
     return503OnClosing: true,

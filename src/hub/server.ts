@@ -21,6 +21,7 @@ import type { HandlerMap } from "../worker/handler.js";
 import { defaultWorkerHandlers } from "../worker/handlers/index.js";
 import { detectArches, detectCapabilities } from "../worker/host-facts.js";
 import { buildApp } from "./app.js";
+import { reachableWorkDir } from "../worker/work-dir.js";
 import { BlobStore } from "../artifacts/blob-store.js";
 import { UploadAreas } from "../artifacts/upload-area.js";
 import { compilePolicies, withDefaultPolicies } from "../builds/policy.js";
@@ -135,7 +136,7 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
         if (r.timedOut.length > 0) log.warn({ tasks: r.timedOut }, "tasks timed out");
         if (r.offline.length > 0) log.warn({ hosts: r.offline }, "hosts went offline");
         // Backoffs run out and leases end without anyone committing: look for work anyway.
-        deps.dispatcher.kick();
+        deps.dispatcher.tick();
       })
       .catch((err: unknown) => log.error({ err }, "sweep failed"));
   }, config.engine.sweepInterval * 1000);
@@ -177,7 +178,7 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
       new Worker({
         client: new KilnClient({ hub: url, token: host.token }),
         handlers: defaultWorkerHandlers(),
-        workDir: path.join(workRoot, "worker"),
+        workDir: reachableWorkDir(path.join(workRoot, "worker")).dir,
         log: log.child({ worker: name }),
         capabilities: facts.capabilities,
         version: VERSION,

@@ -6,6 +6,21 @@ import type { TaskRow } from "./types.js";
 
 export type HostRow = Selectable<HostsTable>;
 
+/** A host with the summed weight of the tasks it holds (assigned or open). */
+export type HostWithLoad = HostRow & { load: number };
+
+/** Hosts by id with their loads, in one statement (raw SQL: it runs for every claim call). */
+export async function loadHosts(deps: EngineDeps, ids: number[]): Promise<HostWithLoad[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await sql<HostWithLoad>`
+    SELECT h.*, (
+      SELECT COALESCE(SUM(x.weight), 0) FROM tasks x
+      WHERE x.host_id = h.id AND x.state IN ('assigned', 'open')
+    ) AS load
+    FROM hosts h WHERE h.id IN (${sql.join(ids)})`.execute(deps.db.kysely);
+  return rows.map((r) => ({ ...r, load: Number(r.load) }));
+}
+
 /**
  * Claims the next task this host can run, in one statement: the highest priority, then fair
  * order, among free tasks whose arch and channel the host has, whose weight fits the host's

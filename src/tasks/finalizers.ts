@@ -17,6 +17,11 @@ export function registerFinalizer(method: string, fn: Finalizer): void {
   FINALIZERS.set(method, list);
 }
 
+/** Whether tasks of `method` have finalizers (which may change what else can run). */
+export function hasFinalizers(method: string): boolean {
+  return FINALIZERS.has(method);
+}
+
 export async function runFinalizers(trx: Kysely<Database>, task: TaskRow, now: number): Promise<void> {
   for (const fn of FINALIZERS.get(task.method) ?? []) await fn(trx, task, now);
 }

@@ -7,6 +7,7 @@ import { hasFinalizers, runFinalizers } from "./finalizers.js";
 import { appendLogInTx } from "./task-logs.js";
 import { backoffDelayMs } from "./retry.js";
 import { isFinal, RUNNING_STATES, type TaskError, type TaskRow } from "./types.js";
+import type { WakeHint } from "./wake.js";
 
 /** Who is calling about a task: the lease they hold. */
 export interface LeaseRef {
@@ -60,7 +61,8 @@ function guarded(trx: Kysely<Database>, ref: LeaseRef) {
  * parent waiting on it wakes when all its children are done or one of them failed.
  */
 export async function afterFinal(deps: EngineDeps, trx: Kysely<Database>, row: TaskRow): Promise<void> {
-  await trx.deleteFrom("task_locks").where("task_id", "=", row.id).execute();
+  // `locks` lists what the task declared, which is all task_locks ever holds for it.
+  if (row.locks !== null) await trx.deleteFrom("task_locks").where("task_id", "=", row.id).execute();
   const now = deps.clock.now();
   await runFinalizers(trx, row, now);
   if (row.parent_id === null) return;
@@ -98,6 +100,16 @@ export async function startTask(deps: EngineDeps, ref: LeaseRef): Promise<TaskRo
   });
 }
 
+/**
+ * The wake-up after a host's own call ended a task: its capacity there is free again, and nothing
+ * else changed unless locks were released, a parent woken, a finalizer run or the task queued again.
+ */
+function finishedHint(row: TaskRow, ref: LeaseRef): WakeHint {
+  const only =
+    row.state !== "free" && row.locks === null && row.parent_id === null && !hasFinalizers(row.method);
+  return { kind: "finished", hostId: ref.hostId, weight: row.weight, only };
+}
+
 /** The last chunk of an attempt's log, carried by the call that finishes it. */
 export interface FinalLogChunk {
   offset: number;
@@ -105,22 +117,30 @@ export interface FinalLogChunk {
 }
 
 /**
- * Runs a finishing update with the attempt's last log chunk in the same transaction. The chunk
- * is appended first, fenced like any log call (so a task canceled meanwhile keeps its output,
- * and a replay appends nothing); a refused chunk (LOG_GAP, LOG_TOO_LARGE) refuses the whole
- * call, which changes nothing. An error explaining a missed update is thrown after the commit,
- * so that the chunk stays.
+ * Runs a finishing update with the attempt's last log chunk in the same transaction. When the
+ * update took effect it has fenced the call, so the chunk is appended without another look at
+ * the task; when it missed (a replay, a cancel, a stale lease) the chunk is appended only as a log
+ * call would be, fenced by epoch and host, so a task canceled meanwhile keeps its output and a
+ * replay appends nothing. A refused chunk (LOG_GAP, LOG_TOO_LARGE) refuses the whole call, which
+ * then changes nothing; an error explaining a missed update is thrown after the commit, so that
+ * the chunk stays.
  */
 async function finishWithLog(
   deps: EngineDeps,
   ref: LeaseRef,
   log: FinalLogChunk | undefined,
-  fn: (trx: Kysely<Database>) => Promise<TaskRow>,
+  update: (trx: Kysely<Database>) => Promise<TaskRow | undefined>,
+  miss: (trx: Kysely<Database>) => Promise<TaskRow>,
 ): Promise<TaskRow> {
-  const out = await withWriteTx(deps.db, async (trx) => {
+  const out = await withWriteTx<{ row: TaskRow } | { error: KilnError }>(deps.db, async (trx) => {
+    const row = await update(trx);
+    if (row) {
+      if (log) await appendLogInTx(deps, trx, ref, log, { fenced: true });
+      return { row };
+    }
     if (log) await appendLogInTx(deps, trx, ref, log);
     try {
-      return { row: await fn(trx) };
+      return { row: await miss(trx) };
     } catch (error) {
       if (!log || !(error instanceof KilnError)) throw error;
       return { error };
@@ -137,23 +157,28 @@ export async function completeTask(
   log?: FinalLogChunk,
 ): Promise<TaskRow> {
   const now = deps.clock.now();
-  const row = await finishWithLog(deps, ref, log, async (trx) => {
-    const done = await guarded(trx, ref)
-      .set({
-        state: "closed",
-        result: JSON.stringify(result ?? null),
-        error: null,
-        completed_at: now,
-        lease_expires_at: null,
-        updated_at: now,
-      })
-      .returningAll()
-      .executeTakeFirst();
-    if (!done) return explainMiss(trx, ref, ["closed"]);
-    await afterFinal(deps, trx, done);
-    return done;
-  });
-  deps.wake.notify(finishedHint(row));
+  const row = await finishWithLog(
+    deps,
+    ref,
+    log,
+    async (trx) => {
+      const done = await guarded(trx, ref)
+        .set({
+          state: "closed",
+          result: JSON.stringify(result ?? null),
+          error: null,
+          completed_at: now,
+          lease_expires_at: null,
+          updated_at: now,
+        })
+        .returningAll()
+        .executeTakeFirst();
+      if (done) await afterFinal(deps, trx, done);
+      return done;
+    },
+    (trx) => explainMiss(trx, ref, ["closed"]),
+  );
+  deps.wake.notify(finishedHint(row, ref));
   return row;
 }
 
@@ -216,27 +241,31 @@ export async function failTask(
   log?: FinalLogChunk,
 ): Promise<TaskRow> {
   const now = deps.clock.now();
-  const row = await finishWithLog(deps, ref, log, async (trx) => {
-    if (error.infra) {
-      const current = await guarded(trx, ref).set({ updated_at: now }).returningAll().executeTakeFirst();
-      if (!current) return explainMiss(trx, ref, ["free", "failed"]);
-      return (await requeueInfra(deps, trx, current, error)) ?? current;
-    }
-    const failed = await guarded(trx, ref)
-      .set({
-        state: "failed",
-        error: JSON.stringify(error),
-        completed_at: now,
-        lease_expires_at: null,
-        updated_at: now,
-      })
-      .returningAll()
-      .executeTakeFirst();
-    if (!failed) return explainMiss(trx, ref, ["failed"]);
-    await afterFinal(deps, trx, failed);
-    return failed;
-  });
-  deps.wake.notify(row.state === "free" ? undefined : finishedHint(row));
+  const row = await finishWithLog(
+    deps,
+    ref,
+    log,
+    async (trx) => {
+      if (error.infra) {
+        const current = await guarded(trx, ref).set({ updated_at: now }).returningAll().executeTakeFirst();
+        return current && ((await requeueInfra(deps, trx, current, error)) ?? current);
+      }
+      const failed = await guarded(trx, ref)
+        .set({
+          state: "failed",
+          error: JSON.stringify(error),
+          completed_at: now,
+          lease_expires_at: null,
+          updated_at: now,
+        })
+        .returningAll()
+        .executeTakeFirst();
+      if (failed) await afterFinal(deps, trx, failed);
+      return failed;
+    },
+    (trx) => explainMiss(trx, ref, error.infra ? ["free", "failed"] : ["failed"]),
+  );
+  deps.wake.notify(finishedHint(row, ref));
   return row;
 }
 

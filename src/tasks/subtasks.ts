@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import { withWriteTx } from "../db/database.js";
-import { insertTask, type CreateTaskInput } from "./create-task.js";
+import { insertTask, queuedHint, type CreateTaskInput } from "./create-task.js";
 import type { EngineDeps } from "./deps.js";
 import { explainMiss, type LeaseRef } from "./finish-task.js";
 import type { TaskRow } from "./types.js";
@@ -38,7 +38,7 @@ export async function createSubtasks(
     }
     return out;
   });
-  deps.wake.notify();
+  deps.wake.notify(queuedHint(rows));
   return rows;
 }
 

@@ -34,26 +34,46 @@ export async function appendLogInTx(
   trx: Kysely<Database>,
   ref: LeaseRef,
   chunk: { offset: number; data: string },
+  opts: { fenced?: boolean } = {},
 ): Promise<{ size: number }> {
   const bytes = Buffer.byteLength(chunk.data, "utf8");
-  const task = await trx
-    .selectFrom("tasks")
-    .select(["id", "lease_epoch", "host_id"])
-    .where("id", "=", ref.id)
-    .executeTakeFirst();
-  if (!task) throw new KilnError("TASK_NOT_FOUND", `no task ${ref.id}`);
-  if (task.lease_epoch !== ref.epoch) {
-    throw new KilnError("LEASE_STALE", undefined, {
-      taskId: ref.id,
-      epoch: ref.epoch,
-      current: task.lease_epoch,
-    });
+  // `fenced`: the caller's guarded update in this transaction already checked epoch and host.
+  if (!opts.fenced) {
+    const task = await trx
+      .selectFrom("tasks")
+      .select(["id", "lease_epoch", "host_id"])
+      .where("id", "=", ref.id)
+      .executeTakeFirst();
+    if (!task) throw new KilnError("TASK_NOT_FOUND", `no task ${ref.id}`);
+    if (task.lease_epoch !== ref.epoch) {
+      throw new KilnError("LEASE_STALE", undefined, {
+        taskId: ref.id,
+        epoch: ref.epoch,
+        current: task.lease_epoch,
+      });
+    }
+    if (task.host_id !== ref.hostId) {
+      throw new KilnError(
+        task.host_id === null ? "LEASE_STALE" : "HOST_MISMATCH",
+        `task ${ref.id} is not this host's`,
+      );
+    }
   }
-  if (task.host_id !== ref.hostId) {
-    throw new KilnError(
-      task.host_id === null ? "LEASE_STALE" : "HOST_MISMATCH",
-      `task ${ref.id} is not this host's`,
-    );
+  if (opts.fenced && chunk.offset === 0) {
+    // The first chunk: one already there is this one replayed (a gap cannot start at 0).
+    if (bytes > deps.engine.logLimitBytes) {
+      throw new KilnError("LOG_TOO_LARGE", `the log would exceed ${deps.engine.logLimitBytes} bytes`, {
+        size: 0,
+      });
+    }
+    if (bytes > 0) {
+      await trx
+        .insertInto("task_logs")
+        .values({ task_id: ref.id, epoch: ref.epoch, offset: 0, data: chunk.data })
+        .onConflict((oc) => oc.columns(["task_id", "epoch", "offset"]).doNothing())
+        .execute();
+    }
+    return { size: bytes };
   }
   const last = await trx
     .selectFrom("task_logs")

@@ -1,3 +1,4 @@
+import { mkdirSync, rmSync } from "node:fs";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
@@ -52,6 +53,8 @@ interface Runner {
   reason: StopReason | undefined;
   /** Set once the hub has (or no longer needs) this attempt's outcome. */
   settled: boolean;
+  /** Set once the hub took the outcome through complete or fail (freeing the slot there). */
+  reported: boolean;
   done: Promise<void>;
   log: Logger;
 }
@@ -60,6 +63,10 @@ type Outcome =
   { kind: "complete"; result: unknown } | { kind: "fail"; error: FailReport } | { kind: "suspend" };
 
 const MAX_MESSAGE = 60_000;
+/** Most tasks asked for in one claim (the hub hands out at most 64). */
+const MAX_CLAIM = 16;
+/** Codes with which the hub refuses a log chunk, not the call that carried it. */
+const LOG_REFUSALS = new Set(["LOG_GAP", "LOG_TOO_LARGE"]);
 /** Extra seconds past the kill grace that stop() waits for killed jobs before releasing them anyway. */
 const KILL_SLACK = 5;
 /** How long stop() keeps trying to hand a task back to an unreachable hub. */
@@ -99,6 +106,8 @@ export class Worker {
   private stopped: Promise<void> | undefined;
   private fatal: Error | undefined;
   private wake: (() => void) | undefined;
+  /** Withdraws the claim in flight if it was sent while full. */
+  private fullClaim: AbortController | undefined;
 
   constructor(opts: WorkerOptions) {
     this.client = opts.client;
@@ -252,33 +261,48 @@ export class Worker {
         }
         continue;
       }
-      if (this.load() >= this.capacity) {
+      if (this.load() >= this.capacity && this.runners.size === 0) {
         // With capacity 0 nothing will ever finish here: ask again for the host's capacity.
-        const idle = this.runners.size === 0;
-        await this.waitForChange(idle ? IDLE_REHELLO_MS : undefined);
-        if (idle) this.needHello = true;
+        await this.waitForChange(IDLE_REHELLO_MS);
+        this.needHello = true;
         continue;
       }
-      let claimed: ClaimedTask | undefined;
+      // Even when full, a claim waits at the hub: the hub hands out nothing beyond the host's
+      // capacity, and the moment a task here finishes it answers with the next one, so a slot
+      // does not sit idle for a claim's round trip.
+      let claimed: (ClaimedTask & { more?: ClaimedTask[] }) | undefined;
+      // A claim sent while full is answered only when one of our tasks ends by our own report;
+      // if one ends otherwise (killed, suspended), it is withdrawn and sent again.
+      const full = this.load() >= this.capacity ? new AbortController() : undefined;
+      this.fullClaim = full;
       try {
-        claimed = await this.client.claim(this.claimWait, this.stopController.signal);
+        // Up to a full host's worth: the hub hands out only what fits its capacity then.
+        const max = Math.min(MAX_CLAIM, Math.max(1, Math.floor(this.capacity)));
+        const signal = full
+          ? AbortSignal.any([this.stopController.signal, full.signal])
+          : this.stopController.signal;
+        claimed = await this.client.claim(this.claimWait, signal, "me", max);
         failures = 0;
       } catch (err) {
         if (this.stopping) break;
+        if (full?.signal.aborted) continue;
         if (isAuthError(err)) throw err;
         failures++;
         if (isTransientHubError(err)) this.needHello = true;
         if (failures === 1) this.log.warn({ err: describeError(err) }, "claim failed; retrying");
         await delay(retryDelayMs(failures), this.stopController.signal);
         continue;
+      } finally {
+        this.fullClaim = undefined;
       }
       if (!claimed) continue;
+      const all = [claimed, ...(claimed.more ?? [])];
       if (this.stopping) {
-        // Claimed as we were told to stop: give it straight back.
-        await this.releaseClaimed(claimed);
+        // Claimed as we were told to stop: give them straight back.
+        await Promise.all(all.map((c) => this.releaseClaimed(c)));
         break;
       }
-      this.launch(claimed);
+      for (const c of all) this.launch({ task: c.task, epoch: c.epoch });
     }
   }
 
@@ -350,6 +374,7 @@ export class Worker {
       controller: new AbortController(),
       reason: undefined,
       settled: false,
+      reported: false,
       done: Promise.resolve(),
       log: this.log.child({ taskId: task.id, epoch, method: task.method }),
     };
@@ -360,13 +385,14 @@ export class Worker {
       .catch((err: unknown) => runner.log.error({ err }, "task runner crashed"))
       .finally(() => {
         this.runners.delete(k);
+        if (!runner.reported) this.fullClaim?.abort();
         this.wake?.();
       });
   }
 
   private async run(runner: Runner, task: ClaimedTask["task"]): Promise<void> {
     const { id, epoch, log } = runner;
-    const dir = path.join(this.workDir, `task-${id}-${epoch}`);
+    const dir = new TaskDir(path.join(this.workDir, `task-${id}-${epoch}`));
     try {
       await this.callHub(runner, () => this.client.startTask(id, epoch));
     } catch (err) {
@@ -392,22 +418,25 @@ export class Worker {
         log.info("task waits for its subtasks");
         return;
       }
-      await stream.flush();
+      // The log's last chunk goes with the outcome: a short task needs no log call of its own.
+      const tail = await stream.takeTail();
       if (runner.reason) return await this.abandon(runner);
-      await this.report(runner, outcome);
+      await this.report(runner, outcome, stream, tail);
       if (!runner.settled && runner.reason === "shutdown") await this.release(runner);
     } finally {
       stream.close();
-      await rm(dir, { recursive: true, force: true }).catch((err: unknown) =>
-        log.warn({ err, dir }, "cannot remove the task's directory"),
-      );
+      if (dir.made) {
+        await rm(dir.path, { recursive: true, force: true }).catch((err: unknown) =>
+          log.warn({ err, dir: dir.path }, "cannot remove the task's directory"),
+        );
+      }
     }
   }
 
   private async execute(
     runner: Runner,
     task: ClaimedTask["task"],
-    dir: string,
+    dir: TaskDir,
     stream: LogStream,
   ): Promise<Outcome> {
     const handler = this.handlers.get(task.method);
@@ -417,19 +446,15 @@ export class Worker {
         error: { code: "UNKNOWN_METHOD", message: `this worker has no handler for ${task.method}` },
       };
     }
-    try {
-      await rm(dir, { recursive: true, force: true });
-      await mkdir(dir, { recursive: true });
-    } catch (err) {
-      const message = `cannot make the task's directory ${dir}: ${describeError(err)}`;
-      return { kind: "fail", error: { code: "TASK_FAILED", message, infra: true } };
-    }
     const ctx: TaskContext = {
       task,
       epoch: runner.epoch,
       signal: runner.controller.signal,
       log: (text) => stream.write(text),
-      workDir: dir,
+      // Made on first use: most hub-side and trivial tasks never touch it.
+      get workDir() {
+        return dir.make();
+      },
       client: this.client,
       logger: runner.log,
       killGrace: this.killGrace,
@@ -442,16 +467,38 @@ export class Worker {
     }
   }
 
-  /** Sends the outcome, retrying while the hub is unreachable; a lost lease discards it. */
-  private async report(runner: Runner, outcome: Exclude<Outcome, { kind: "suspend" }>): Promise<void> {
+  /**
+   * Sends the outcome with the log's last chunk, retrying while the hub is unreachable; a lost
+   * lease discards it. If the hub refuses the chunk (a gap, too large), the log goes the usual
+   * way, which resyncs, and the outcome again without it.
+   */
+  private async report(
+    runner: Runner,
+    outcome: Exclude<Outcome, { kind: "suspend" }>,
+    stream: LogStream,
+    tail: { offset: number; data: string } | undefined,
+  ): Promise<void> {
     const { id, epoch, log } = runner;
     let error = outcome.kind === "fail" ? outcome.error : undefined;
+    let chunk = tail;
+    const send = async (call: (log: typeof tail) => Promise<unknown>): Promise<void> => {
+      try {
+        await this.callHub(runner, () => call(chunk));
+      } catch (err) {
+        if (!chunk || !(err instanceof KilnError) || !LOG_REFUSALS.has(err.code)) throw err;
+        stream.untake(chunk);
+        chunk = undefined;
+        await stream.flush();
+        await this.callHub(runner, () => call(undefined));
+      }
+    };
     try {
       if (outcome.kind === "complete") {
         try {
-          await this.callHub(runner, () => this.client.completeTask(id, epoch, outcome.result));
+          await send((l) => this.client.completeTask(id, epoch, outcome.result, l));
           log.info("task completed");
           runner.settled = true;
+          runner.reported = true;
           return;
         } catch (err) {
           // A result the hub will not take (too large, malformed) must still end the task.
@@ -461,7 +508,8 @@ export class Worker {
       }
       if (error) {
         const report = error;
-        await this.callHub(runner, () => this.client.failTask(id, epoch, report));
+        await send((l) => this.client.failTask(id, epoch, report, l));
+        runner.reported = true;
         log.info({ code: error.code, infra: error.infra ?? false }, `task failed: ${error.message}`);
       }
       runner.settled = true;
@@ -527,6 +575,32 @@ export class Worker {
         if (runner.controller.signal.aborted) throw err;
       }
     }
+  }
+}
+
+/**
+ * An attempt's work directory, made on first use (TaskContext.workDir is a getter), fresh: a
+ * leftover of the same name is removed first. A failure to make it is the host's, not the task's.
+ */
+class TaskDir {
+  made = false;
+  constructor(readonly path: string) {}
+
+  make(): string {
+    if (!this.made) {
+      try {
+        rmSync(this.path, { recursive: true, force: true });
+        mkdirSync(this.path, { recursive: true });
+      } catch (err) {
+        throw new TaskFailure(
+          "TASK_FAILED",
+          `cannot make the task's directory ${this.path}: ${describeError(err)}`,
+          { infra: true },
+        );
+      }
+      this.made = true;
+    }
+    return this.path;
   }
 }
 

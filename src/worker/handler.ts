@@ -21,8 +21,11 @@ export interface TaskContext {
   signal: AbortSignal;
   /** Appends to the task's log (streamed to the hub in chunks). */
   log(text: string): void;
-  /** A fresh directory for this attempt, removed afterwards. */
-  workDir: string;
+  /**
+   * A fresh directory for this attempt, removed afterwards. Made when first read (the worker
+   * gives a getter), so tasks that never need one cost no file system work.
+   */
+  readonly workDir: string;
   client: KilnClient;
   logger: Logger;
   /** Seconds between SIGTERM and SIGKILL when a job is stopped. */

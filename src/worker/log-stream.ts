@@ -53,7 +53,8 @@ export class LogStream {
   /** Set once the hub refused the attempt's log for good. */
   private dead = false;
   private closed = false;
-  private readonly stopRetrying = new AbortController();
+  /** Made only when a send has to wait to retry: aborting one on every close costs an exception. */
+  private stopRetrying: AbortController | undefined;
 
   constructor(opts: LogStreamOptions) {
     this.opts = {
@@ -107,6 +108,34 @@ export class LogStream {
     }
   }
 
+  /**
+   * For a call that carries the log's last chunk (complete, fail): waits for any send in flight,
+   * then hands over what is left, at the offset the hub has. More than a chunk's worth is sent
+   * the usual way first. Undefined when nothing is left (or the hub refused the log). Give the
+   * chunk back with untake() if the call carrying it was refused.
+   */
+  async takeTail(): Promise<{ offset: number; data: string } | undefined> {
+    this.clearTimer();
+    if (this.droppedBytes > 0 && this.accepting) this.noteDropped();
+    while (this.sending || (this.pendingBytes > this.opts.chunkBytes && this.accepting)) {
+      if (!this.sending) this.kick();
+      await this.sending;
+    }
+    this.clearTimer();
+    if (!this.accepting || this.pendingBytes === 0) return undefined;
+    const data = this.pending.join("");
+    this.pending = [];
+    this.pendingBytes = 0;
+    return { offset: this.offset, data };
+  }
+
+  /** The call carrying takeTail()'s chunk was refused: the chunk goes back to be sent by flush(). */
+  untake(tail: { offset: number; data: string }): void {
+    if (!this.accepting || tail.offset !== this.offset) return;
+    this.pending.unshift(tail.data);
+    this.pendingBytes += Buffer.byteLength(tail.data, "utf8");
+  }
+
   /** Stops at once: buffered output is dropped and retries are abandoned. */
   close(): void {
     if (this.closed) return;
@@ -114,7 +143,7 @@ export class LogStream {
     this.clearTimer();
     this.pending = [];
     this.pendingBytes = 0;
-    this.stopRetrying.abort();
+    this.stopRetrying?.abort();
     this.signal?.removeEventListener("abort", this.onAbort);
   }
 
@@ -203,7 +232,7 @@ export class LogStream {
         if (failures === 1) this.logger?.warn({ err: describeError(err) }, "cannot send log; retrying");
         await delay(
           retryDelayMs(failures, this.opts.retryBaseSeconds, this.opts.retryMaxSeconds),
-          this.stopRetrying.signal,
+          (this.stopRetrying ??= new AbortController()).signal,
         );
       }
     }

@@ -1,5 +1,15 @@
-import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -25,13 +35,41 @@ if (!hasBwrap && process.env.CI === "true")
   throw new Error("bwrap is required in CI (apt-get install bubblewrap)");
 const ARCH = execFileSync("dpkg", ["--print-architecture"], { encoding: "utf8" }).trim();
 
-/** Runs the real CLI; resolves with its exit code and output. */
-function kiln(hub: HubProc, args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [KILN_BIN, "--hub", hub.url, "--token", hub.token, ...args], {
-    encoding: "utf8",
-    timeout: 240_000,
+/**
+ * Runs the real CLI; resolves with its exit code and output. Asynchronously: a blocked test
+ * process would stop draining the hub's output pipes and stall the hub.
+ */
+function kiln(hub: HubProc, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [KILN_BIN, "--hub", hub.url, "--token", hub.token, ...args]);
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 240_000);
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      resolve({ code: status ?? -1, stdout, stderr });
+    });
   });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Processes (of any sandbox) whose environment carries the marker slow-c's build sets. */
+function markedProcesses(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (
+        readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes("KILN_TEST_MARK=slow-c-build")
+      ) {
+        pids.push(Number(entry));
+      }
+    } catch {
+      // gone, or a zombie
+    }
+  }
+  return pids;
 }
 
 async function code(p: Promise<unknown>): Promise<string> {
@@ -52,6 +90,8 @@ describe.runIf(hasBwrap).each(dialects)("building Debian packages end to end on 
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "kiln-build-e2e-"));
+    // Like a data dir a person makes: others may traverse it (the sandbox's uid must reach its workspace).
+    chmodSync(dir, 0o755);
     let db: string | undefined;
     if (dialect === "postgres") {
       const pg = await createPgDatabase();
@@ -73,7 +113,15 @@ describe.runIf(hasBwrap).each(dialects)("building Debian packages end to end on 
     await hub.admin.createTarget({ name: "dist-target", buildTag: "dist-build", destTag: "dist" });
     await hub.admin.changePackages("dist", {
       action: "add",
-      packages: ["hello-c", "hello-all", "broken-c", "needs-missing-dep", "net-escape", "write-escape"],
+      packages: [
+        "hello-c",
+        "hello-all",
+        "broken-c",
+        "needs-missing-dep",
+        "net-escape",
+        "write-escape",
+        "slow-c",
+      ],
       owner: "admin",
     });
   }, 120_000);
@@ -85,54 +133,57 @@ describe.runIf(hasBwrap).each(dialects)("building Debian packages end to end on 
   });
 
   it("builds a C package with debhelper; the .deb has the right control fields and files", async () => {
-    const out = kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-c")]);
+    const out = await kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-c")]);
     expect(out.code, out.stderr).toBe(0);
-    const info = JSON.parse(kiln(hub, ["build-info", "hello-c/1.0-1", "--json"]).stdout) as BuildJson;
+    const info = JSON.parse((await kiln(hub, ["build-info", "hello-c/1.0", "--json"])).stdout) as BuildJson;
     expect(info.state).toBe("complete");
     expect(info.arches.map((a) => [a.arch, a.state])).toEqual([[ARCH, "closed"]]);
     expect(info.tags).toEqual(["dist"]);
     const debs = info.artifacts.filter((a) => a.kind === "deb");
-    expect(debs.map((d) => d.name)).toEqual([`hello-c_1.0-1_${ARCH}.deb`]);
+    // dh also makes a -dbgsym package; it is an artifact like any other.
+    expect(debs.map((d) => d.name).filter((n) => !n.includes("-dbgsym"))).toEqual([
+      `hello-c_1.0_${ARCH}.deb`,
+    ]);
     expect(info.artifacts.map((a) => a.kind)).toEqual(
       expect.arrayContaining(["dsc", "buildinfo", "changes"]),
     );
 
     const dl = path.join(dir, "download");
-    const got = kiln(hub, ["download", "hello-c/1.0-1", "-o", dl]);
+    const got = await kiln(hub, ["download", "hello-c/1.0", "-o", dl]);
     expect(got.code, got.stderr).toBe(0);
-    const deb = path.join(dl, `hello-c_1.0-1_${ARCH}.deb`);
+    const deb = path.join(dl, `hello-c_1.0_${ARCH}.deb`);
     const fields = execFileSync("dpkg-deb", ["-f", deb, "Package", "Version", "Architecture"], {
       encoding: "utf8",
     });
-    expect(fields).toBe(`Package: hello-c\nVersion: 1.0-1\nArchitecture: ${ARCH}\n`);
+    expect(fields).toBe(`Package: hello-c\nVersion: 1.0\nArchitecture: ${ARCH}\n`);
     const root = path.join(dir, "root");
     execFileSync("dpkg", ["-x", deb, root]);
     expect(execFileSync(path.join(root, "usr/bin/hello-c"), { encoding: "utf8" })).toMatch(/hello/i);
 
     const latest = await hub.admin.latestBuilds("dist");
-    expect(latest.map((b) => b.nvr)).toContain("hello-c/1.0-1");
+    expect(latest.map((b) => b.nvr)).toContain("hello-c/1.0");
     // The same source and version again is refused before any task runs; --scratch is not.
-    const again = kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-c"), "--nowait"]);
+    const again = await kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-c"), "--nowait"]);
     expect(again.code).toBe(4);
     expect(again.stderr).toMatch(/BUILD_EXISTS/);
-    const scratch = kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-c"), "--scratch"]);
+    const scratch = await kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-c"), "--scratch"]);
     expect(scratch.code, scratch.stderr).toBe(0);
   });
 
   it("builds an Architecture: all package once", async () => {
-    const out = kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-all")]);
+    const out = await kiln(hub, ["build", "dist-target", path.join(FIXTURES, "hello-all")]);
     expect(out.code, out.stderr).toBe(0);
-    const info = await hub.admin.getBuild("hello-all/1.0-1");
+    const info = await hub.admin.getBuild("hello-all/1.0");
     expect(info.arches.map((a) => a.arch)).toEqual(["all"]);
     expect(info.artifacts.filter((a) => a.kind === "deb").map((a) => a.name)).toEqual([
-      "hello-all_1.0-1_all.deb",
+      "hello-all_1.0_all.deb",
     ]);
   });
 
   it("fails a compile error with the compiler's message in the log", async () => {
-    const out = kiln(hub, ["build", "dist-target", path.join(FIXTURES, "broken-c")]);
+    const out = await kiln(hub, ["build", "dist-target", path.join(FIXTURES, "broken-c")]);
     expect(out.code).toBe(1);
-    const info = await hub.admin.getBuild("broken-c/1.0-1");
+    const info = await hub.admin.getBuild("broken-c/1.0");
     expect(info.state).toBe("failed");
     const failed = info.arches.find((a) => a.state === "failed");
     expect(failed).toBeDefined();
@@ -141,7 +192,7 @@ describe.runIf(hasBwrap).each(dialects)("building Debian packages end to end on 
   });
 
   it("fails missing Build-Depends at once, naming them", async () => {
-    const out = kiln(hub, [
+    const out = await kiln(hub, [
       "build",
       "dist-target",
       path.join(FIXTURES, "needs-missing-dep"),
@@ -164,9 +215,9 @@ describe.runIf(hasBwrap).each(dialects)("building Debian packages end to end on 
 
   it("fails a build that reaches for the network or writes outside its workspace", async () => {
     for (const pkg of ["net-escape", "write-escape"]) {
-      const out = kiln(hub, ["build", "dist-target", path.join(FIXTURES, pkg)]);
+      const out = await kiln(hub, ["build", "dist-target", path.join(FIXTURES, pkg)]);
       expect(out.code, `${pkg}: ${out.stderr}`).toBe(1);
-      expect((await hub.admin.getBuild(`${pkg}/1.0-1`)).state).toBe("failed");
+      expect((await hub.admin.getBuild(`${pkg}/1.0`)).state).toBe("failed");
     }
     expect(existsSync("/etc/kiln-escape")).toBe(false);
   });
@@ -176,7 +227,7 @@ describe.runIf(hasBwrap).each(dialects)("building Debian packages end to end on 
     const nodeb = path.join(dir, "no-debian");
     mkdirSync(nodeb, { recursive: true });
     writeFileSync(path.join(nodeb, "README"), "x");
-    const r1 = kiln(hub, ["build", "dist-target", nodeb]);
+    const r1 = await kiln(hub, ["build", "dist-target", nodeb]);
     expect(r1.code).toBe(2);
 
     const upload = async (name: string, content: Buffer) => {
@@ -266,5 +317,87 @@ describe.runIf(hasBwrap).each(dialects)("building Debian packages end to end on 
     const areas = readdirSync(path.join(dir, "data/upload"));
     for (const a of areas)
       expect(readdirSync(path.join(dir, "data/upload", a)).filter((f) => f === "s.tar.gz")).toEqual([]);
+  });
+
+  it("reruns an arch elsewhere after kill -9 of its worker, with no duplicate build or artifact", async () => {
+    await hub.admin.editHost(`builder-${dialect}`, { enabled: false });
+    try {
+      const hosts = ["wa", "wb"].map((n) => `${n}-${dialect}`);
+      const tokens: string[] = [];
+      for (const name of hosts)
+        tokens.push((await hub.admin.addHost({ name, arches: [ARCH], capacity: 2 })).token);
+      const wa = startWorkerProcess(hub.url, tokens[0]!, path.join(dir, "wa"));
+      procs.push(wa);
+      const out = await kiln(hub, [
+        "build",
+        "dist-target",
+        path.join(FIXTURES, "slow-c"),
+        "--nowait",
+        "--json",
+      ]);
+      expect(out.code, out.stderr).toBe(0);
+      const { task } = JSON.parse(out.stdout) as { task: { id: number } };
+      await waitFor("slow-c compiling", () => markedProcesses().length > 0, 120_000);
+      wa.child.kill("SIGKILL");
+      await wa.exited;
+      await waitFor("the sandbox to die with its worker", () => markedProcesses().length === 0, 20_000);
+      procs.push(startWorkerProcess(hub.url, tokens[1]!, path.join(dir, "wb")));
+      const done = await waitFor(
+        "the build to end",
+        async () => {
+          const t = await hub.admin.getTask(task.id);
+          return t.state === "closed" || t.state === "failed" ? t : undefined;
+        },
+        180_000,
+      ).catch(async (err: unknown) => {
+        console.error(
+          JSON.stringify({
+            tasks: (await hub.admin.listTasks({ limit: 20 })).tasks.map((t) => [
+              t.id,
+              t.method,
+              t.state,
+              t.hostId,
+              t.attempts,
+              t.error?.code,
+            ]),
+            hosts: await hub.admin.listHosts(),
+          }),
+        );
+        throw err;
+      });
+      expect(done.state, JSON.stringify(done.error)).toBe("closed");
+      const info = await hub.admin.getBuild("slow-c/1.0");
+      expect(info.state).toBe("complete");
+      const arch = await hub.admin.getTask(info.arches[0]!.taskId);
+      expect(arch.attempts).toBeGreaterThanOrEqual(2);
+      expect(arch.host).toBe(hosts[1]);
+      const names = info.artifacts.map((a) => a.name);
+      expect(new Set(names).size).toBe(names.length);
+      expect(names.filter((n) => n.endsWith(".deb") && !n.includes("-dbgsym"))).toEqual([
+        `slow-c_1.0_${ARCH}.deb`,
+      ]);
+      expect((await hub.admin.listBuilds({ package: "slow-c" })).length).toBe(1);
+    } finally {
+      await hub.admin.editHost(`builder-${dialect}`, { enabled: true });
+    }
+  }, 240_000);
+
+  it("cancel stops the compiler", async () => {
+    const out = await kiln(hub, [
+      "build",
+      "dist-target",
+      path.join(FIXTURES, "slow-c"),
+      "--scratch",
+      "--nowait",
+      "--json",
+    ]);
+    expect(out.code, out.stderr).toBe(0);
+    const { task } = JSON.parse(out.stdout) as { task: { id: number } };
+    await waitFor("slow-c compiling", () => markedProcesses().length > 0, 120_000);
+    const cancel = await kiln(hub, ["task", "cancel", String(task.id)]);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    await waitFor("the compiler to stop", () => markedProcesses().length === 0, 30_000);
+    const build = (await hub.admin.listBuilds({ package: "slow-c" })).find((b) => b.scratch);
+    expect(build?.state).toBe("canceled");
   });
 });

@@ -21,6 +21,8 @@ class FakeHub {
   claims = 0;
   calls: { call: string; id: number; epoch: number; body?: unknown }[] = [];
   statuses = new Map<number, LeaseStatus>();
+  /** Tasks handed out and not finished, failed or released. */
+  holding = new Set<number>();
   logs = new Map<number, string>();
   /** Errors the next calls of a kind throw. */
   failNext: Record<string, KilnError[]> = {};
@@ -37,8 +39,10 @@ class FakeHub {
     if (err) throw err;
   }
 
-  private record(call: string, id: number, epoch: number, body?: unknown) {
+  private record(call: string, id: number, epoch: number, body?: unknown, log?: { data: string }) {
     this.maybeFail(call);
+    if (call !== "start") this.holding.delete(id);
+    if (log) this.logs.set(id, (this.logs.get(id) ?? "") + log.data);
     this.calls.push({ call, id, epoch, ...(body === undefined ? {} : { body }) });
     return Promise.resolve(fakeTask(id, "x", {}, 1));
   }
@@ -58,8 +62,12 @@ class FakeHub {
     claim: async (_wait: number, signal?: AbortSignal): Promise<ClaimedTask | undefined> => {
       this.maybeFail("claim");
       this.claims++;
-      const next = this.queue.shift();
-      if (next) return next;
+      // Like the hub, hand out nothing beyond the host's capacity.
+      const next = this.holding.size < this.capacity ? this.queue.shift() : undefined;
+      if (next) {
+        this.holding.add(next.task.id);
+        return next;
+      }
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(t);
@@ -85,8 +93,11 @@ class FakeHub {
       this.logs.set(id, (this.logs.get(id) ?? "") + data);
       return { size: 0 };
     },
-    completeTask: (id: number, epoch: number, result: unknown) => this.record("complete", id, epoch, result),
-    failTask: (id: number, epoch: number, error: unknown) => this.record("fail", id, epoch, error),
+    // The last chunk of the log comes with the outcome.
+    completeTask: (id: number, epoch: number, result: unknown, log?: { data: string }) =>
+      this.record("complete", id, epoch, result, log),
+    failTask: (id: number, epoch: number, error: unknown, log?: { data: string }) =>
+      this.record("fail", id, epoch, error, log),
     releaseTask: (id: number, epoch: number) => this.record("release", id, epoch),
   };
 }

@@ -78,6 +78,12 @@ export function registerTaskRoutes(app: FastifyInstance): void {
       if (req.body.locks && req.body.locks.length > 0 && p.role !== "admin") {
         throw new KilnError("ADMIN_REQUIRED", "only an admin may declare resource locks by hand");
       }
+      // Behind the worker calls, while they keep the hub busy (see Dispatcher.admit).
+      await deps.dispatcher.admit({
+        arch: req.body.arch ?? spec.arch,
+        channel: req.body.channel ?? spec.channel,
+        weight: req.body.weight ?? spec.weight,
+      });
       const row = await createTask(deps, {
         method: req.body.method,
         args: req.body.args,

@@ -1,15 +1,37 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { HelloRequest } from "../../../client/types.js";
 import { getHostById, toHostJson, hostLoads } from "../../../db/hosts.js";
 import { KilnError } from "../../../errors/catalogue.js";
-import { completeTask, failTask, releaseTask, startTask, type LeaseRef } from "../../../tasks/finish-task.js";
+import {
+  completeTask,
+  failTask,
+  releaseTask,
+  startTask,
+  type FinalLogChunk,
+  type LeaseRef,
+} from "../../../tasks/finish-task.js";
 import { heartbeat, resetHostTasks } from "../../../tasks/heartbeat.js";
-import { unclaimTask } from "../../../tasks/claim-task.js";
+import { loadHosts, unclaimTask } from "../../../tasks/claim-task.js";
 import { createSubtasks, waitForSubtasks, type SubtaskInput } from "../../../tasks/subtasks.js";
 import { appendLog } from "../../../tasks/task-logs.js";
-import { toTaskJson, type TaskError } from "../../../tasks/types.js";
+import { toTaskJson, type TaskError, type TaskRow } from "../../../tasks/types.js";
 import { requireHost } from "../../auth.js";
 import { epochBody, idParams, taskSchema } from "./schemas.js";
+
+/** Most tasks one claim hands out. */
+const MAX_CLAIM = 64;
+
+const logChunkProperties = {
+  offset: { type: "integer", minimum: 0 },
+  data: { type: "string", maxLength: 4194304 },
+} as const;
+
+/** The last chunk of the log, carried by complete and fail: appended in the same transaction. */
+const finalLogSchema = {
+  type: "object",
+  properties: logChunkProperties,
+  required: ["offset", "data"],
+} as const;
 
 const hostParams = {
   type: "object",
@@ -21,6 +43,11 @@ const hostParams = {
 export function registerWorkerRoutes(app: FastifyInstance): void {
   const { deps } = app.kiln;
   const tags = ["worker"];
+  /** The calling host; counts the call, as worker calls go ahead of submissions (Dispatcher.admit). */
+  const workerCall = (req: FastifyRequest, name?: string) => {
+    deps.dispatcher.noteWorkerCall();
+    return requireHost(req, name);
+  };
 
   app.post<{ Params: { host: string }; Body: HelloRequest }>(
     "/api/v1/hosts/:host/hello",
@@ -49,7 +76,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
       },
     },
     async (req) => {
-      const p = requireHost(req, req.params.host);
+      const p = workerCall(req, req.params.host);
       const now = deps.clock.now();
       await deps.db.kysely
         .updateTable("hosts")
@@ -78,20 +105,29 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
     },
   );
 
-  app.post<{ Params: { host: string }; Querystring: { wait?: number } }>(
+  app.post<{ Params: { host: string }; Querystring: { wait?: number; max?: number } }>(
     "/api/v1/hosts/:host/claim",
     {
       schema: {
-        summary: "Claim the next task this host can run; long-polls up to `wait` seconds (204: none)",
+        summary:
+          "Claim the next task this host can run, and up to `max` in all; long-polls up to `wait` seconds (204: none)",
         tags,
         params: hostParams,
-        querystring: { type: "object", properties: { wait: { type: "number", minimum: 0 } } },
+        querystring: {
+          type: "object",
+          properties: {
+            wait: { type: "number", minimum: 0 },
+            max: { type: "integer", minimum: 1, maximum: MAX_CLAIM },
+          },
+        },
       },
     },
     async (req, reply) => {
-      const p = requireHost(req, req.params.host);
+      const p = workerCall(req, req.params.host);
       if (deps.lifecycle.closing) throw new KilnError("SHUTTING_DOWN");
-      const host = await getHostById(deps.db.kysely, p.host.id);
+      const mark = deps.dispatcher.mark();
+      const [host] = await loadHosts(deps, [p.host.id]);
+      if (!host) throw new KilnError("HOST_NOT_FOUND", `no host ${p.host.id}`);
       if (host.enabled !== 1) {
         // A disabled host gets nothing; let it wait rather than spin.
         await new Promise((r) => setTimeout(r, Math.min(req.query.wait ?? 0, 5) * 1000));
@@ -105,18 +141,24 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
           .execute();
       }
       const wait = Math.min(req.query.wait ?? 0, deps.engine.claimWaitMax);
-      // The response's "close" before it finished means the worker hung up (or died) mid-poll.
-      const task = await deps.dispatcher.claim(host, wait, (cancel) =>
-        reply.raw.on("close", () => {
-          if (!reply.raw.writableFinished) cancel();
-        }),
-      );
-      if (task && (req.raw.socket.destroyed || reply.raw.destroyed)) {
-        await unclaimTask(deps, task);
+      const max = req.query.max;
+      const tasks = await deps.dispatcher.claim(host, wait, {
+        mark,
+        ...(max !== undefined ? { max } : {}),
+        // The response's "close" before it finished means the worker hung up (or died) mid-poll.
+        onAbort: (cancel) =>
+          reply.raw.on("close", () => {
+            if (!reply.raw.writableFinished) cancel();
+          }),
+      });
+      if (tasks.length > 0 && (req.raw.socket.destroyed || reply.raw.destroyed)) {
+        for (const task of tasks) await unclaimTask(deps, task);
         return reply;
       }
-      if (!task) return reply.status(204).send();
-      return { task: toTaskJson(task), epoch: task.lease_epoch };
+      const [first, ...more] = tasks;
+      if (!first) return reply.status(204).send();
+      const claimed = (t: TaskRow) => ({ task: toTaskJson(t), epoch: t.lease_epoch });
+      return { ...claimed(first), ...(max !== undefined ? { more: more.map(claimed) } : {}) };
     },
   );
 
@@ -145,7 +187,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
       },
     },
     async (req) => {
-      const p = requireHost(req, req.params.host);
+      const p = workerCall(req, req.params.host);
       return { tasks: await heartbeat(deps, p.host.id, req.body.tasks) };
     },
   );
@@ -167,7 +209,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
         response: { 200: taskSchema },
       },
     },
-    async (req) => toTaskJson(await startTask(deps, ref(req, requireHost(req).host.id))),
+    async (req) => toTaskJson(await startTask(deps, ref(req, workerCall(req).host.id))),
   );
 
   app.post<{ Params: { id: number }; Body: { epoch: number; offset: number; data: string } }>(
@@ -179,45 +221,50 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
         params: idParams,
         body: {
           type: "object",
-          properties: {
-            epoch: { type: "integer" },
-            offset: { type: "integer", minimum: 0 },
-            data: { type: "string", maxLength: 4194304 },
-          },
+          properties: { epoch: { type: "integer" }, ...logChunkProperties },
           required: ["epoch", "offset", "data"],
         },
       },
     },
     async (req) => {
-      const out = await appendLog(deps, ref(req, requireHost(req).host.id), req.body);
+      const out = await appendLog(deps, ref(req, workerCall(req).host.id), req.body);
       deps.logEvents.emit(`log:${req.params.id}`);
       return out;
     },
   );
 
-  app.post<{ Params: { id: number }; Body: { epoch: number; result?: unknown } }>(
+  app.post<{ Params: { id: number }; Body: { epoch: number; result?: unknown; log?: FinalLogChunk } }>(
     "/api/v1/tasks/:id/complete",
     {
       schema: {
-        summary: "The task closed with a result",
+        summary: "The task closed with a result (and the last chunk of its log)",
         tags,
         params: idParams,
-        body: { type: "object", properties: { epoch: { type: "integer" }, result: {} }, required: ["epoch"] },
+        body: {
+          type: "object",
+          properties: { epoch: { type: "integer" }, result: {}, log: finalLogSchema },
+          required: ["epoch"],
+        },
         response: { 200: taskSchema },
       },
     },
     async (req) => {
-      const row = await completeTask(deps, ref(req, requireHost(req).host.id), req.body.result ?? null);
+      const row = await completeTask(
+        deps,
+        ref(req, workerCall(req).host.id),
+        req.body.result ?? null,
+        req.body.log,
+      );
       deps.logEvents.emit(`log:${req.params.id}`);
       return toTaskJson(row);
     },
   );
 
-  app.post<{ Params: { id: number }; Body: { epoch: number; error: TaskError } }>(
+  app.post<{ Params: { id: number }; Body: { epoch: number; error: TaskError; log?: FinalLogChunk } }>(
     "/api/v1/tasks/:id/fail",
     {
       schema: {
-        summary: "The task failed; infra failures are requeued with backoff",
+        summary: "The task failed (infra failures are requeued with backoff); may carry its log's last chunk",
         tags,
         params: idParams,
         body: {
@@ -236,6 +283,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
               },
               required: ["code", "message"],
             },
+            log: finalLogSchema,
           },
           required: ["epoch", "error"],
         },
@@ -243,7 +291,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
       },
     },
     async (req) => {
-      const row = await failTask(deps, ref(req, requireHost(req).host.id), req.body.error);
+      const row = await failTask(deps, ref(req, workerCall(req).host.id), req.body.error, req.body.log);
       deps.logEvents.emit(`log:${req.params.id}`);
       return toTaskJson(row);
     },
@@ -260,7 +308,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
         response: { 200: taskSchema },
       },
     },
-    async (req) => toTaskJson(await releaseTask(deps, ref(req, requireHost(req).host.id))),
+    async (req) => toTaskJson(await releaseTask(deps, ref(req, workerCall(req).host.id))),
   );
 
   app.post<{ Params: { id: number }; Body: { epoch: number; tasks: SubtaskInput[] } }>(
@@ -297,7 +345,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
       },
     },
     async (req) => {
-      const rows = await createSubtasks(deps, ref(req, requireHost(req).host.id), req.body.tasks);
+      const rows = await createSubtasks(deps, ref(req, workerCall(req).host.id), req.body.tasks);
       return { tasks: rows.map(toTaskJson) };
     },
   );
@@ -313,7 +361,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
       },
     },
     async (req) => {
-      const out = await waitForSubtasks(deps, ref(req, requireHost(req).host.id));
+      const out = await waitForSubtasks(deps, ref(req, workerCall(req).host.id));
       if (!out.done) deps.wake.notify();
       return { done: out.done, subtasks: out.subtasks.map(toTaskJson) };
     },
