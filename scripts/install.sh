@@ -27,7 +27,9 @@ stamp=node_modules/.kiln-lock-hash
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "kiln: installing npm packages (native modules build from source; this takes a few minutes)" >&2
-  npm ci --no-audit --no-fund
+  # `npm install`, not `npm ci`: npm 11 writes lock files that list only this platform's optional
+  # packages (rollup's), which `npm ci` then refuses as out of sync. The lock still pins versions.
+  npm install --no-audit --no-fund
   echo "$want" >"$stamp"
 else
   npm run --silent build
