@@ -198,7 +198,9 @@ export class Dispatcher {
   private async claimFor(host: HostWithLoad, max: number, got: TaskRow[]): Promise<void> {
     while (got.length < max && host.enabled === 1) {
       const free = host.capacity - host.load;
-      if (!this.memory.worthTrying(host, free)) return;
+      // The claim memory's shortcut is kept as bookkeeping only: a skipped claim that would have
+      // found a task strands it, and a claim that finds nothing costs one indexed statement.
+      if (!(free > 0)) return;
       const ticket = this.memory.ticket(host);
       const task = await claimTask(this.deps, host);
       if (!task) {
