@@ -40,7 +40,7 @@ export async function watchBuild(
   opts: { intervalMs?: number; spinner?: Spinner } = {},
 ): Promise<BuildWatchResult> {
   const spinner = opts.spinner ?? new Spinner();
-  const interval = opts.intervalMs ?? 500;
+  const interval = opts.intervalMs ?? 200;
   let last: { build: BuildJson; task: TaskDetailJson } | undefined;
   // The build's row follows its task in the same transaction; a few polls of grace suffice.
   let graceAfterTask = 4;
