@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import { withWriteTx } from "../db/database.js";
 import type { Database } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
@@ -66,6 +66,12 @@ export async function afterFinal(deps: EngineDeps, trx: Kysely<Database>, row: T
   const now = deps.clock.now();
   await runFinalizers(trx, row, now);
   if (row.parent_id === null) return;
+  if (deps.db.dialect === "postgres") {
+    // Siblings finishing at once must not each see the other still running and leave the parent
+    // asleep: take the parent's row lock first, so the check below (a fresh snapshot under READ
+    // COMMITTED) sees every sibling that finished before us.
+    await sql`SELECT id FROM tasks WHERE id = ${row.parent_id} FOR UPDATE`.execute(trx);
+  }
   let wake = trx
     .updateTable("tasks")
     .set({ state: "free", waiting: 0, run_at: now, updated_at: now })
