@@ -21,9 +21,27 @@ export function isSourceArtifact(a: ArtifactJson): boolean {
  * The artifacts to fetch. Without an arch: all of them (source package, binaries of every arch,
  * .buildinfo, .changes, logs). With one: what was built for that arch plus the
  * Architecture: all binaries (what an apt client of that arch would install), no source;
- * `source` gives the source package alone. Two different files of one name are refused.
+ * `source` gives the source package alone. An arch the build has binaries for none of (when it
+ * has some for another) is refused, and so are two different files of one name.
  */
 export function selectArtifacts(artifacts: readonly ArtifactJson[], arch?: string): ArtifactJson[] {
+  if (arch !== undefined && arch !== "source" && arch !== "all") {
+    // Architecture: all packages suit every arch, but not a build that was never made for it.
+    const built = [
+      ...new Set(
+        artifacts
+          .filter((a) => !isSourceArtifact(a) && a.arch !== null && a.arch !== "all")
+          .map((a) => a.arch),
+      ),
+    ];
+    if (built.length > 0 && !built.includes(arch)) {
+      throw new KilnError(
+        "ARTIFACT_NOT_FOUND",
+        `the build was not made for ${arch}, only for ${built.join(", ")}`,
+        { arch },
+      );
+    }
+  }
   const wanted = artifacts.filter((a) => {
     if (arch === undefined) return true;
     if (arch === "source") return isSourceArtifact(a);
