@@ -1,6 +1,7 @@
 /** Waiting for a build to finish, showing each architecture's state; explaining a failure. */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KilnClient } from "../client/client.js";
+import { readSse } from "../client/sse.js";
 import type { BuildJson, TaskDetailJson, TaskJson } from "../client/types.js";
 import { isFinal } from "../tasks/types.js";
 import { Spinner, type TextSink } from "./output.js";
@@ -29,9 +30,40 @@ export function describeBuildProgress(build: BuildJson, task: TaskJson): string 
   return `${head}: ${arches}`;
 }
 
+/** The longest timer Node allows: the stream lives as long as the task. */
+const NO_TIMEOUT = 2_147_483_647;
+
+/**
+ * Follows the task's log stream, calling `onEvent` for each of its events (a log chunk, the
+ * end): the task did something, so the watcher should look now rather than at its next poll.
+ * Only a hint — when the stream fails or the hub has none, polling alone goes on.
+ */
+async function followHints(
+  client: KilnClient,
+  taskId: number,
+  signal: AbortSignal,
+  onEvent: () => void,
+): Promise<void> {
+  try {
+    const res = await client.raw("GET", `/api/v1/tasks/${taskId}/logs?follow=1`, undefined, {
+      headers: { accept: "text/event-stream" },
+      signal,
+      timeoutMs: NO_TIMEOUT,
+    });
+    if (!res.body) return;
+    for await (const event of readSse(res.body)) {
+      onEvent();
+      if (event.event === "end") return;
+    }
+  } catch {
+    // A hint lost; the polls still come.
+  }
+}
+
 /**
  * Polls the build and its task until the task has ended (so a non-scratch build is tagged by
- * then, not merely complete). Hub restarts and proxy hiccups are waited out.
+ * then, not merely complete). Hub restarts and proxy hiccups are waited out. The task's log
+ * stream wakes the poll early, so the end is seen as it happens, not up to a poll later.
  */
 export async function watchBuild(
   client: KilnClient,
@@ -44,6 +76,29 @@ export async function watchBuild(
   let last: { build: BuildJson; task: TaskDetailJson } | undefined;
   // The build's row follows its task in the same transaction; a few polls of grace suffice.
   let graceAfterTask = 4;
+  let hinted = false;
+  let wake: (() => void) | undefined;
+  const stopHints = new AbortController();
+  const hints = followHints(client, taskId, stopHints.signal, () => {
+    hinted = true;
+    wake?.();
+  });
+  /** Waits `ms`, or less when a hint comes meanwhile. */
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (hinted) {
+        hinted = false;
+        return resolve();
+      }
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wake = undefined;
+        hinted = false;
+        resolve();
+      }
+      wake = done;
+    });
   try {
     for (;;) {
       try {
@@ -57,9 +112,11 @@ export async function watchBuild(
       }
       spinner.update(describeBuildProgress(last.build, last.task));
       if (isFinal(last.task.state) && (last.build.state !== "building" || --graceAfterTask <= 0)) break;
-      await sleep(interval);
+      await pause(interval);
     }
   } finally {
+    stopHints.abort();
+    await hints;
     spinner.stop();
   }
   const { build, task } = last;

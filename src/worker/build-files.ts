@@ -120,25 +120,12 @@ export async function readBuildFile(root: string, rel: string, maxBytes = 1024 *
   }
 }
 
-/** Size and sha256 of a file the build made. */
-export async function hashBuildFile(root: string, rel: string): Promise<FileRef> {
-  const fh = await openBuildFile(root, rel);
-  const hash = createHash("sha256");
-  let size = 0;
-  try {
-    for await (const chunk of fh.createReadStream({ autoClose: false }) as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      size += chunk.length;
-    }
-  } finally {
-    await fh.close();
-  }
-  return { name: path.basename(rel), sha256: hash.digest("hex"), size };
-}
+/** Files up to this size are read whole and sent with a length; larger ones are streamed. */
+const WHOLE_UPLOAD_BYTES = 4 * 1024 * 1024;
 
 /**
- * Uploads a file of the workspace as an artifact of this attempt (fenced by the epoch) and
- * checks the hub stored what we hashed.
+ * Uploads a file of the workspace as an artifact of this attempt (fenced by the epoch), hashing
+ * it on the way — one read of the file, not two — and checks the hub stored what we hashed.
  */
 export async function uploadBuildFile(
   ctx: Pick<TaskContext, "client" | "task" | "epoch">,
@@ -146,15 +133,34 @@ export async function uploadBuildFile(
   name: string,
   meta: { kind: string; arch?: string | null },
 ): Promise<FileRef> {
-  const ref = await hashBuildFile(root, name);
   const fh = await openBuildFile(root, name);
+  const hash = createHash("sha256");
+  let size = 0;
   let stored;
   try {
-    const body = Readable.toWeb(fh.createReadStream({ autoClose: false })) as ReadableStream<Uint8Array>;
+    let body: Buffer | ReadableStream<Uint8Array>;
+    if ((await fh.stat()).size <= WHOLE_UPLOAD_BYTES) {
+      body = await fh.readFile();
+      hash.update(body);
+      size = body.length;
+    } else {
+      const hashing = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          hash.update(chunk);
+          size += chunk.length;
+          done(null, chunk);
+        },
+      });
+      const source = fh.createReadStream({ autoClose: false });
+      source.on("error", (err) => hashing.destroy(err));
+      body = Readable.toWeb(source.pipe(hashing)) as ReadableStream<Uint8Array>;
+    }
     stored = await ctx.client.uploadArtifact(ctx.task.id, ctx.epoch, name, body, meta);
   } finally {
     await fh.close();
   }
+  // The hub answers once it has the whole body, so every byte it stored has passed the hash.
+  const ref = { name: path.basename(name), sha256: hash.digest("hex"), size };
   if (stored.sha256 !== ref.sha256 || stored.size !== ref.size) {
     throw new TaskFailure(
       "TASK_FAILED",

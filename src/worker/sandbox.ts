@@ -48,6 +48,8 @@ export interface SandboxOptions {
   /** Aborting kills the sandbox's whole process group (SIGTERM, SIGKILL after killGrace). */
   signal: AbortSignal;
   onOutput(text: string): void;
+  /** Given, the command gets fd 3, a pipe read apart from its output (see runProcess). */
+  onStatus?(text: string): void;
   /** Seconds between SIGTERM and SIGKILL. */
   killGrace: number;
 }
@@ -299,6 +301,7 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxOutcome
       env: { PATH: SAFE_PATH, LC_ALL: "C.UTF-8" },
       signal: AbortSignal.any([opts.signal, wall.signal]),
       onOutput: (text) => opts.onOutput(text),
+      ...(opts.onStatus ? { onStatus: (text: string) => opts.onStatus?.(text) } : {}),
       killGrace: opts.killGrace,
     });
     return { ...outcome, timedOut };

@@ -3,9 +3,9 @@ import path from "node:path";
 import type { BuildSrcArgs, BuildSrcResult, SourceFileRef } from "../../client/types.js";
 import {
   ChecksumMismatch,
-  hashBuildFile,
   isNotFound,
   isPlainFileName,
+  NotRegularFile,
   readBuildFile,
   saveResponse,
   uploadBuildFile,
@@ -16,7 +16,7 @@ import {
   guardStopped,
   lastLines,
   requireSandbox,
-  runStep,
+  runSteps,
 } from "../build-steps.js";
 import { parseVersion } from "../../debian/version.js";
 import { TaskFailure, type TaskContext, type TaskHandler } from "../handler.js";
@@ -72,7 +72,7 @@ export const buildSrcHandler: TaskHandler = (ctx) =>
     ctx.log(`\nkiln: uploading the source package ${made.dsc.source}_${made.dsc.version}\n`);
     const dscRef = await uploadBuildFile(ctx, out, made.dscName, { kind: "dsc" });
     const files: SourceFileRef[] = [dscRef];
-    for (const f of made.dsc.files) files.push(await uploadBuildFile(ctx, out, f.name, { kind: "source" }));
+    for (const f of made.dsc.files) files.push(await uploadListedFile(ctx, out, made.dscName, f));
     const result: BuildSrcResult = {
       source: made.dsc.source,
       version: made.dsc.version,
@@ -128,46 +128,49 @@ async function fromTarball(ctx: TaskContext, args: BuildSrcArgs): Promise<MadeSo
     `kiln: ${file}: ${tarball.entries} entries, ${changelog.source} ${changelog.version}, format ${tarball.format}\n`,
   );
 
-  const extracted = await runStep(ctx, {
-    cwd: inside("tree"),
-    argv: [
-      "tar",
-      "-xzf",
-      inside("upload", file),
-      "--no-same-owner",
-      "--no-same-permissions",
-      "-C",
-      inside("tree"),
-    ],
-    limits: BUILD_LIMITS,
-  });
-  if (extracted.exitCode !== 0) {
-    throw new TaskFailure(
-      "SOURCE_INVALID",
-      `tar cannot unpack ${file} (it ${describeExit(extracted)}): ${lastLines(extracted.output)}`,
-    );
-  }
-
   // A non-native package is built against its upstream tarball, which must be in the upload too.
   const { upstream, revision } = parseVersion(changelog.version);
   if (tarball.format === "3.0 (quilt)" || (tarball.format === "1.0" && revision !== "")) {
     await fetchOrig(ctx, upload, changelog.source, upstream);
   }
 
-  const srcDir = inside("tree", tarball.root);
-  const built = await runStep(ctx, {
-    cwd: inside("out"),
-    argv: ["dpkg-source", "-b", srcDir],
-    env: { SOURCE_DATE_EPOCH: String(changelog.timestamp) },
-    limits: BUILD_LIMITS,
-  });
-  if (built.exitCode !== 0) {
+  // Unpacked and packed in one sandbox: each sandbox started costs 10–30 ms more.
+  const failed = await runSteps(
+    ctx,
+    [
+      {
+        cwd: inside("tree"),
+        argv: [
+          "tar",
+          "-xzf",
+          inside("upload", file),
+          "--no-same-owner",
+          "--no-same-permissions",
+          "-C",
+          inside("tree"),
+        ],
+      },
+      {
+        cwd: inside("out"),
+        argv: ["dpkg-source", "-b", inside("tree", tarball.root)],
+        env: { SOURCE_DATE_EPOCH: String(changelog.timestamp) },
+      },
+    ],
+    { limits: BUILD_LIMITS },
+  );
+  if (failed?.index === 0) {
     throw new TaskFailure(
       "SOURCE_INVALID",
-      `dpkg-source -b ${describeExit(built)}: ${lastLines(built.output, 3)}`,
+      `tar cannot unpack ${file} (it ${describeExit(failed)}): ${lastLines(failed.output)}`,
+    );
+  }
+  if (failed) {
+    throw new TaskFailure(
+      "SOURCE_INVALID",
+      `dpkg-source -b ${describeExit(failed)}: ${lastLines(failed.output, 3)}`,
       {
-        exitCode: built.exitCode,
-        signal: built.signal,
+        exitCode: failed.exitCode,
+        signal: failed.signal,
       },
     );
   }
@@ -178,7 +181,6 @@ async function fromTarball(ctx: TaskContext, args: BuildSrcArgs): Promise<MadeSo
     throw new TaskFailure("SOURCE_INVALID", `dpkg-source -b made ${dscs.length} .dsc files; expected one`);
   }
   const dsc = parseDsc(await readBuildFile(out, dscName, MAX_DSC_BYTES), dscName);
-  await checkListedFiles(out, dscName, dsc);
   return { dscName, dsc, architectures };
 }
 
@@ -233,18 +235,18 @@ async function fromDsc(ctx: TaskContext, args: BuildSrcArgs): Promise<MadeSource
   ctx.log(`kiln: ${dscName}: ${dsc.files.length} files, sizes and SHA-256 sums match\n`);
 
   const dir = `${dsc.source}-${upstreamVersion(dsc.version)}`;
-  const unpacked = await runStep(ctx, {
-    cwd: inside("out"),
-    argv: ["dpkg-source", "--no-copy", "-x", dscName, inside("tree", dir)],
-    limits: BUILD_LIMITS,
-  });
-  if (unpacked.exitCode !== 0) {
+  const failed = await runSteps(
+    ctx,
+    [{ cwd: inside("out"), argv: ["dpkg-source", "--no-copy", "-x", dscName, inside("tree", dir)] }],
+    { limits: BUILD_LIMITS },
+  );
+  if (failed) {
     throw new TaskFailure(
       "SOURCE_INVALID",
-      `dpkg-source -x ${describeExit(unpacked)}: ${lastLines(unpacked.output, 3)}`,
+      `dpkg-source -x ${describeExit(failed)}: ${lastLines(failed.output, 3)}`,
       {
-        exitCode: unpacked.exitCode,
-        signal: unpacked.signal,
+        exitCode: failed.exitCode,
+        signal: failed.signal,
       },
     );
   }
@@ -260,20 +262,31 @@ async function fromDsc(ctx: TaskContext, args: BuildSrcArgs): Promise<MadeSource
   return { dscName, dsc, architectures: controlArchitectures(control) };
 }
 
-/** The files dpkg-source wrote are the ones its .dsc lists (a broken tool or a race would show here). */
-async function checkListedFiles(out: string, dscName: string, dsc: DscInfo): Promise<void> {
-  for (const f of dsc.files) {
-    let ref;
-    try {
-      ref = await hashBuildFile(out, f.name);
-    } catch (err) {
+/**
+ * Uploads a file the .dsc lists, checking on the way (one read of it) that it is there and is
+ * what the .dsc says of it: a broken tool or a race would show here.
+ */
+async function uploadListedFile(
+  ctx: TaskContext,
+  out: string,
+  dscName: string,
+  f: DscInfo["files"][number],
+): Promise<SourceFileRef> {
+  let ref;
+  try {
+    ref = await uploadBuildFile(ctx, out, f.name, { kind: "source" });
+  } catch (err) {
+    // The file's own problems only (missing, a symlink…): the hub's stay what they are.
+    if (err instanceof NotRegularFile || (err instanceof Error && "syscall" in err)) {
       throw new TaskFailure(
         "SOURCE_INVALID",
-        `${dscName} lists ${f.name}, which dpkg-source did not leave (${(err as Error).message})`,
+        `${dscName} lists ${f.name}, which dpkg-source did not leave (${err.message})`,
       );
     }
-    if (ref.sha256 !== f.sha256 || ref.size !== f.size) {
-      throw new TaskFailure("SOURCE_INVALID", `${f.name} does not match what ${dscName} says of it`);
-    }
+    throw err;
   }
+  if (ref.sha256 !== f.sha256 || ref.size !== f.size) {
+    throw new TaskFailure("SOURCE_INVALID", `${f.name} does not match what ${dscName} says of it`);
+  }
+  return ref;
 }
