@@ -7,9 +7,13 @@ import { VERSION } from "../version.js";
 import { registerBuildCommands } from "./build.js";
 import { CliExit, DEFAULT_HUB, describeTokenSource, type GlobalOptions } from "./context.js";
 import { registerHostCommand } from "./host.js";
+import { registerKeyCommand } from "./key.js";
 import { printJson, type TextSink } from "./output.js";
 import { registerPackageCommand } from "./package.js";
+import { registerPublishCommand } from "./publish.js";
+import { registerRepoCommand } from "./repo.js";
 import { registerServeCommand } from "./serve.js";
+import { registerSnapshotCommand } from "./snapshot.js";
 import { registerTagCommand, registerTaggingCommands } from "./tag.js";
 import { registerTargetCommand } from "./target.js";
 import { registerTaskCommand } from "./task.js";
@@ -56,6 +60,10 @@ export function buildProgram(): Command {
   registerTaggingCommands(program);
   registerTargetCommand(program);
   registerBuildCommands(program);
+  registerRepoCommand(program);
+  registerSnapshotCommand(program);
+  registerPublishCommand(program);
+  registerKeyCommand(program);
   registerVersionCommand(program);
   return program;
 }
@@ -71,6 +79,16 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   TASK_NOT_FOUND: "`kiln task list` shows the tasks there are",
   HOST_NOT_FOUND: "`kiln host list` shows the hosts there are",
   TOKEN_NOT_FOUND: "`kiln token list` shows the tokens there are",
+  KEY_INVALID:
+    "give one secret key without a passphrase: `gpg --armor --export-secret-keys FINGERPRINT` " +
+    "(remove a passphrase first with `gpg --passwd`)",
+  REPO_NOT_FOUND: "`kiln repo list` shows the local repos there are",
+  SNAPSHOT_NOT_FOUND: "`kiln snapshot list` shows the snapshots there are",
+  PUBLICATION_NOT_FOUND:
+    "`kiln publish list` shows what is published (the prefix comes after the distribution)",
+  QUERY_INVALID: "queries are Aptly's: `name`, `name (>= 1.0)`, `Field (% glob*)`, joined with `,` `|` `!`",
+  PUBLISH_NOT_SERVED:
+    "the new generation is live on the hub's disk; a cache or proxy in front of /apt/ may serve an old copy",
   SHUTTING_DOWN: "try again once the hub is back",
   INTERNAL: "the hub's log says more",
 };

@@ -2,6 +2,14 @@ import type { Command } from "commander";
 import { loadHubConfig } from "../config/config.js";
 import { startHub } from "../hub/server.js";
 
+interface ServeOptions {
+  data?: string;
+  listen?: string;
+  db?: string;
+  worker: boolean;
+  aptlyAnonymous?: boolean;
+}
+
 export function registerServeCommand(program: Command): void {
   program
     .command("serve")
@@ -10,13 +18,15 @@ export function registerServeCommand(program: Command): void {
     .option("--listen <host:port>", "address to listen on (env KILN_LISTEN, default 127.0.0.1:8471)")
     .option("--db <url>", "database: a SQLite file (default <data>/kiln.db) or postgres://… (env KILN_DB)")
     .option("--no-worker", "do not run the embedded build worker")
-    .action(async (opts: { data?: string; listen?: string; db?: string; worker: boolean }) => {
+    .option("--aptly-anonymous", "serve the Aptly API (/api) without a token (env KILN_APTLY_ANONYMOUS)")
+    .action(async (opts: ServeOptions) => {
       const config = loadHubConfig({
         data: opts.data,
         listen: opts.listen,
         db: opts.db,
         // commander sets worker=true unless --no-worker; only the flag's presence may override env/file.
         worker: process.argv.includes("--no-worker") ? false : undefined,
+        aptlyAnonymous: opts.aptlyAnonymous === true ? true : undefined,
       });
       const hub = await startHub(config, { announce: (line) => console.log(line) });
       let stopping = false;

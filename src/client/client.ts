@@ -1,6 +1,18 @@
 import { Agent, type Dispatcher } from "undici";
 import { KilnError, isErrorCode } from "../errors/catalogue.js";
 import type {
+  RepoJson,
+  RepoDetailJson,
+  RepoTaskAnswer,
+  RepoAddResultJson,
+  SnapshotJson,
+  SnapshotDetailJson,
+  SnapshotDiffJson,
+  SnapshotSourceJson,
+  PublicationJson,
+  PublicationSpecJson,
+  PublishOutcomeJson,
+  ArchiveKeyJson,
   ArtifactJson,
   BuildJson,
   CreateBuildRequest,
@@ -448,6 +460,155 @@ export class KilnClient {
     return this.request("DELETE", `/api/v1/targets/${encodeURIComponent(name)}`);
   }
 
+  // --- Repositories, snapshots, publications ---
+  listRepos(): Promise<RepoJson[]> {
+    return this.request("GET", "/api/v1/repos");
+  }
+  createRepo(req: {
+    name: string;
+    comment?: string;
+    distribution?: string;
+    component?: string;
+  }): Promise<RepoJson> {
+    return this.request("POST", "/api/v1/repos", req);
+  }
+  showRepo(name: string, opts: { withPackages?: boolean; q?: string } = {}): Promise<RepoDetailJson> {
+    const qs = new URLSearchParams();
+    if (opts.withPackages) qs.set("withPackages", "true");
+    if (opts.q) qs.set("q", opts.q);
+    const tail = qs.size > 0 ? `?${qs.toString()}` : "";
+    return this.request("GET", `/api/v1/repos/${encodeURIComponent(name)}${tail}`);
+  }
+  editRepo(
+    name: string,
+    patch: { comment?: string; distribution?: string; component?: string },
+  ): Promise<RepoJson> {
+    return this.request("PATCH", `/api/v1/repos/${encodeURIComponent(name)}`, patch);
+  }
+  /** A repository task: waited for (`{ task, result }`), or with `async` only queued (`{ task }`). */
+  repoTask<R>(
+    method: "POST" | "DELETE",
+    path: string,
+    body?: unknown,
+    async = false,
+  ): Promise<RepoTaskAnswer<R>> {
+    const sep = path.includes("?") ? "&" : "?";
+    return this.request(method, async ? `${path}${sep}async=true` : path, body, {
+      timeoutMs: 24 * 3_600_000,
+    });
+  }
+  dropRepo(name: string, opts: { force?: boolean; async?: boolean } = {}) {
+    return this.repoTask<{ repo: string }>(
+      "DELETE",
+      `/api/v1/repos/${encodeURIComponent(name)}${opts.force ? "?force=true" : ""}`,
+      undefined,
+      opts.async,
+    );
+  }
+  addToRepo(
+    name: string,
+    req: {
+      upload: string;
+      files?: string[];
+      forceReplace?: boolean;
+      removeUpload?: "all" | "added" | "none";
+    },
+    async = false,
+  ) {
+    return this.repoTask<RepoAddResultJson>(
+      "POST",
+      `/api/v1/repos/${encodeURIComponent(name)}/add`,
+      req,
+      async,
+    );
+  }
+  removeFromRepo(name: string, query: string, async = false) {
+    return this.repoTask<{ repo: string; keys: string[] }>(
+      "POST",
+      `/api/v1/repos/${encodeURIComponent(name)}/remove`,
+      { query },
+      async,
+    );
+  }
+  copyPackages(
+    from: string,
+    req: { to: string; query: string; move?: boolean; forceReplace?: boolean },
+    async = false,
+  ) {
+    return this.repoTask<{ from: string; to: string; keys: string[] }>(
+      "POST",
+      `/api/v1/repos/${encodeURIComponent(from)}/copy`,
+      req,
+      async,
+    );
+  }
+  importTag(name: string, req: { tag: string; event?: number; forceReplace?: boolean }, async = false) {
+    return this.repoTask<{
+      repo: string;
+      tag: string;
+      event: number;
+      outcomes?: { outcome: string; key: string }[];
+    }>("POST", `/api/v1/repos/${encodeURIComponent(name)}/import-tag`, req, async);
+  }
+  listSnapshots(): Promise<SnapshotJson[]> {
+    return this.request("GET", "/api/v1/snapshots");
+  }
+  createSnapshot(req: { name: string; description?: string; from: SnapshotSourceJson }, async = false) {
+    return this.repoTask<{ snapshot: string; packageCount: number }>("POST", "/api/v1/snapshots", req, async);
+  }
+  showSnapshot(name: string, opts: { withPackages?: boolean; q?: string } = {}): Promise<SnapshotDetailJson> {
+    const qs = new URLSearchParams();
+    if (opts.withPackages) qs.set("withPackages", "true");
+    if (opts.q) qs.set("q", opts.q);
+    const tail = qs.size > 0 ? `?${qs.toString()}` : "";
+    return this.request("GET", `/api/v1/snapshots/${encodeURIComponent(name)}${tail}`);
+  }
+  diffSnapshots(a: string, b: string): Promise<SnapshotDiffJson[]> {
+    return this.request("GET", `/api/v1/snapshots/${encodeURIComponent(a)}/diff/${encodeURIComponent(b)}`);
+  }
+  dropSnapshot(name: string, opts: { force?: boolean; async?: boolean } = {}) {
+    return this.repoTask<{ snapshot: string }>(
+      "DELETE",
+      `/api/v1/snapshots/${encodeURIComponent(name)}${opts.force ? "?force=true" : ""}`,
+      undefined,
+      opts.async,
+    );
+  }
+  listPublications(): Promise<PublicationJson[]> {
+    return this.request("GET", "/api/v1/publish");
+  }
+  publish(spec: PublicationSpecJson, async = false) {
+    return this.repoTask<PublishOutcomeJson>("POST", "/api/v1/publish", spec, async);
+  }
+  showPublication(prefix: string, dist: string): Promise<PublicationJson> {
+    return this.request(
+      "GET",
+      `/api/v1/publish/${encodeURIComponent(dist)}?prefix=${encodeURIComponent(prefix)}`,
+    );
+  }
+  publicationAction(
+    prefix: string,
+    dist: string,
+    action: "update" | "switch" | "rollback",
+    body: Record<string, unknown> = {},
+    async = false,
+  ) {
+    return this.repoTask<PublishOutcomeJson>(
+      "POST",
+      `/api/v1/publish/${encodeURIComponent(dist)}/${action}?prefix=${encodeURIComponent(prefix)}`,
+      body,
+      async,
+    );
+  }
+  dropPublication(prefix: string, dist: string, async = false) {
+    return this.repoTask<{ dropped: boolean }>(
+      "DELETE",
+      `/api/v1/publish/${encodeURIComponent(dist)}?prefix=${encodeURIComponent(prefix)}`,
+      undefined,
+      async,
+    );
+  }
+
   // --- Uploads, builds, blobs ---
   createUpload(): Promise<{ id: string }> {
     return this.request("POST", "/api/v1/uploads", {});
@@ -514,6 +675,15 @@ export class KilnClient {
       { body, headers: { "content-type": "application/octet-stream" }, timeoutMs: 3_600_000 },
     );
     return (await res.json()) as ArtifactJson;
+  }
+
+  // --- The archive signing key ---
+  getArchiveKey(): Promise<ArchiveKeyJson> {
+    return this.request("GET", "/api/v1/key");
+  }
+  /** Admin: makes `armored` (one passphrase-less secret key) the key that signs from now on. */
+  importArchiveKey(armored: string): Promise<ArchiveKeyJson> {
+    return this.request("POST", "/api/v1/key", { secretKey: armored });
   }
 }
 

@@ -225,3 +225,46 @@ export interface BuildArchArgs {
 export interface BuildArchResult {
   artifacts: { name: string; sha256: string; size: number; kind: string }[];
 }
+
+// --- The archive signing key ---
+
+export interface ArchiveKeyJson {
+  fingerprint: string;
+  uid: string;
+  /** As gpg names it: `ed25519`, `rsa4096`… */
+  algorithm: string;
+  /** When the key was made (ISO 8601). */
+  created: string;
+  /** The armored public key; apt gets the same at /apt/kiln-archive-keyring.asc. */
+  publicKey: string;
+}
+
+// --- Repositories and publishing (the hub's JSON shapes, defined beside the code that makes them) ---
+import type { RepoJson } from "../publish/repo-store.js";
+import type { SnapshotJson, SnapshotDiffEntry } from "../publish/snapshot-store.js";
+import type { PublicationJson, GenerationJson, PublicationSpec } from "../publish/publication-store.js";
+import type { PublishOutcome } from "../publish/publish-ops.js";
+import type { FileReport, RepoAddResult, SnapshotSource } from "../publish/repo-ops.js";
+import type { PackageJson } from "../hub/routes/v1/repos.js";
+
+export type {
+  RepoJson,
+  SnapshotJson,
+  PublicationJson,
+  GenerationJson,
+  PackageJson,
+  FileReport,
+  SnapshotDiffEntry as SnapshotDiffJson,
+  PublicationSpec as PublicationSpecJson,
+  PublishOutcome as PublishOutcomeJson,
+  RepoAddResult as RepoAddResultJson,
+  SnapshotSource as SnapshotSourceJson,
+};
+
+export interface RepoDetailJson extends RepoJson {
+  packages?: PackageJson[];
+}
+export interface SnapshotDetailJson extends SnapshotJson {
+  packages?: PackageJson[];
+}
+export type RepoTaskAnswer<R> = { task: TaskJson; result: R } | { task: TaskJson; result?: undefined };

@@ -31,6 +31,8 @@ export interface HubConfig {
   policies: Record<string, string>;
   /** Largest file one upload may hold. */
   uploadLimitBytes: number;
+  /** Serve the Aptly-compatible API (/api, not /api/v1) without a token, as user "aptly". */
+  aptlyAnonymous?: boolean;
 }
 
 export const DEFAULT_ENGINE: EngineConfig = {
@@ -67,6 +69,7 @@ export interface HubFlags {
   listen?: string | undefined;
   db?: string | undefined;
   worker?: boolean | undefined;
+  aptlyAnonymous?: boolean | undefined;
 }
 
 export function parseListen(value: string): { host: string; port: number } {
@@ -132,6 +135,14 @@ function readFile(dataDir: string): Record<string, unknown> {
   }
 }
 
+function fileBool(file: Record<string, unknown>, key: string): boolean | undefined {
+  const value = file[key];
+  if (value !== undefined && typeof value !== "boolean") {
+    throw new KilnError("CONFIG_INVALID", `kiln.toml: ${key} must be true or false`);
+  }
+  return value;
+}
+
 function envBool(value: string | undefined): boolean | undefined {
   if (value === undefined || value === "") return undefined;
   return !/^(0|false|no|off)$/i.test(value);
@@ -168,6 +179,8 @@ export function loadHubConfig(flags: HubFlags, env: NodeJS.ProcessEnv = process.
       file.upload_limit_bytes === undefined
         ? DEFAULT_UPLOAD_LIMIT
         : asNumber(file.upload_limit_bytes, "upload_limit_bytes"),
+    aptlyAnonymous:
+      flags.aptlyAnonymous ?? envBool(env.KILN_APTLY_ANONYMOUS) ?? fileBool(file, "aptly_anonymous") ?? false,
   };
 }
 

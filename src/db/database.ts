@@ -9,6 +9,7 @@ import type { Database } from "./schema.js";
 import * as m001 from "./migrations/001-core.js";
 import * as m002 from "./migrations/002-builds.js";
 import * as m003 from "./migrations/003-dispatch-index.js";
+import * as m004 from "./migrations/004-repos.js";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -27,6 +28,7 @@ const MIGRATIONS: { name: string; up: typeof m001.up }[] = [
   { name: "001-core", up: m001.up },
   { name: "002-builds", up: m002.up },
   { name: "003-dispatch-index", up: m003.up },
+  { name: "004-repos", up: m004.up },
 ];
 
 export function dialectOf(url: string): Dialect {

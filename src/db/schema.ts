@@ -168,7 +168,97 @@ export interface UserPermsTable {
   perm: string;
 }
 
+export interface PackagesTable {
+  id: Generated<number>;
+  /** Aptly's package key: `P<arch> <name> <version> <files hash>`. */
+  key: string;
+  name: string;
+  version: string;
+  /** The binary architecture, or `source` for a .dsc. */
+  arch: string;
+  /** deb | udeb | dsc */
+  kind: string;
+  source: string;
+  /** The main file's (.deb, .dsc) sha256: finds the package of a build artifact. */
+  sha256: string;
+  /** The control paragraph (a .deb's control file, a .dsc's paragraph), unarmored. */
+  control: string;
+  /** JSON: PackageFile[] — the files, the main one first. */
+  files: string;
+  created_at: number;
+}
+
+export interface ReposTable {
+  id: Generated<number>;
+  name: string;
+  comment: string;
+  distribution: string;
+  component: string;
+  created_at: number;
+}
+
+export interface RepoPackagesTable {
+  repo_id: number;
+  package_id: number;
+}
+
+export interface SnapshotsTable {
+  id: Generated<number>;
+  name: string;
+  description: string;
+  /** JSON: where the snapshot came from (repo, tag at an event, merge, filter). */
+  origin: string;
+  created_at: number;
+}
+
+export interface SnapshotPackagesTable {
+  snapshot_id: number;
+  package_id: number;
+}
+
+export interface PublicationsTable {
+  id: Generated<number>;
+  prefix: string;
+  distribution: string;
+  /** local | snapshot | tag */
+  source_kind: string;
+  /** JSON: { component, name }[] */
+  sources: string;
+  /** JSON: string[]; empty means every architecture the contents have. */
+  architectures: string;
+  origin: string;
+  label: string;
+  skip_signing: number;
+  live_generation: number | null;
+  next_generation: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface PublicationGenerationsTable {
+  id: Generated<number>;
+  publication_id: number;
+  generation: number;
+  /** staged | live | retired | failed | removed */
+  state: string;
+  /** JSON: what the generation was made from (snapshot names, tag event…). */
+  sources: string;
+  package_count: number;
+  release_sha256: string | null;
+  task_id: number | null;
+  error: string | null;
+  created_at: number;
+  live_at: number | null;
+}
+
 export interface Database {
+  packages: PackagesTable;
+  repos: ReposTable;
+  repo_packages: RepoPackagesTable;
+  snapshots: SnapshotsTable;
+  snapshot_packages: SnapshotPackagesTable;
+  publications: PublicationsTable;
+  publication_generations: PublicationGenerationsTable;
   events: EventsTable;
   tags: TagsTable;
   tag_inheritance: TagInheritanceTable;

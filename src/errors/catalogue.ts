@@ -28,6 +28,7 @@ export const ERRORS = {
     exit: 2,
     message: "A relationship field (Depends, Build-Depends…) is malformed",
   },
+  QUERY_INVALID: { status: 400, exit: 2, message: "The package query cannot be parsed" },
   DEB_INVALID: { status: 400, exit: 2, message: "The file is not a valid Debian package" },
   ARCHIVE_INVALID: { status: 400, exit: 2, message: "The archive is corrupt" },
   ARCHIVE_UNSAFE: {
@@ -40,6 +41,18 @@ export const ERRORS = {
     exit: 1,
     message: "The archive is over a size, entry-count or decompression limit",
   },
+  KEY_INVALID: {
+    status: 400,
+    exit: 2,
+    message: "The key is not one passphrase-less OpenPGP secret key that can sign",
+  },
+  KEY_UNAVAILABLE: {
+    status: 500,
+    exit: 1,
+    message: "The archive signing key cannot be used: gpg failed or the key is missing",
+  },
+  APT_PATH_INVALID: { status: 400, exit: 2, message: "The repository path is not allowed" },
+  RANGE_NOT_SATISFIABLE: { status: 416, exit: 1, message: "The requested byte range is not in the file" },
   INHERITANCE_SELF: { status: 400, exit: 2, message: "A tag cannot inherit from itself" },
   INHERITANCE_INVALID: { status: 400, exit: 2, message: "The inheritance link is invalid" },
   INHERITANCE_BAD_FILTER: {
@@ -135,6 +148,62 @@ export const ERRORS = {
     message: "Cannot reach the hub: is `kiln serve` running? Check --hub or KILN_HUB",
   },
   CONFIG_INVALID: { status: 500, exit: 2, message: "The configuration is invalid" },
+  // Repositories, snapshots and publishing.
+  REPO_NOT_FOUND: { status: 404, exit: 3, message: "No such local repository" },
+  REPO_EXISTS: { status: 409, exit: 4, message: "A local repository of that name exists" },
+  REPO_PUBLISHED: {
+    status: 409,
+    exit: 4,
+    message: "The repository is published; drop the publication first or force",
+  },
+  SNAPSHOT_NOT_FOUND: { status: 404, exit: 3, message: "No such snapshot" },
+  SNAPSHOT_EXISTS: {
+    status: 409,
+    exit: 4,
+    message: "A snapshot of that name exists; snapshots never change",
+  },
+  SNAPSHOT_PUBLISHED: {
+    status: 409,
+    exit: 4,
+    message: "The snapshot is published; switch or drop the publication first",
+  },
+  PACKAGE_NOT_FOUND: { status: 404, exit: 3, message: "No such package" },
+  DSC_FILE_MISSING: { status: 400, exit: 2, message: "A file the .dsc lists was not uploaded with it" },
+  CHECKSUM_MISMATCH: {
+    status: 400,
+    exit: 2,
+    message: "A file does not match the size or checksum listed for it",
+  },
+  PACKAGE_CONFLICT: {
+    status: 409,
+    exit: 4,
+    message: "The repository has another package of the same name, version and architecture",
+  },
+  PUBLICATION_NOT_FOUND: { status: 404, exit: 3, message: "No such publication" },
+  PUBLICATION_EXISTS: { status: 409, exit: 4, message: "That prefix and distribution are already published" },
+  PUBLICATION_EMPTY: { status: 400, exit: 2, message: "There is nothing to publish" },
+  GENERATION_NOT_FOUND: { status: 404, exit: 3, message: "That publication generation is not on disk" },
+  POOL_FILE_CONFLICT: {
+    status: 409,
+    exit: 4,
+    message: "A pool file of the same name and different content exists",
+  },
+  PUBLISH_VERIFY_FAILED: {
+    status: 500,
+    exit: 1,
+    message: "A staged file does not match the Release it would be served with",
+  },
+  INVALID_PREFIX: { status: 400, exit: 2, message: "The publishing prefix is not allowed" },
+  PUBLISH_STORAGE_UNSUPPORTED: {
+    status: 400,
+    exit: 2,
+    message: "Kiln publishes only to its own tree; Aptly storage prefixes (s3:, filesystem:…) are refused",
+  },
+  PUBLISH_NOT_SERVED: {
+    status: 504,
+    exit: 1,
+    message: "The publication was made, but the hub did not serve its new Release in time",
+  },
   INTERNAL: { status: 500, exit: 1, message: "Internal error" },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -8,12 +8,16 @@ import { KilnError } from "../errors/catalogue.js";
 import { Authenticator } from "./auth.js";
 import type { HubDeps } from "./deps.js";
 import { OpenApiCollector } from "./openapi.js";
+import { registerAptRoutes } from "./routes/apt.js";
+import { registerAptlyRoutes } from "./routes/aptly/register-aptly-routes.js";
 import { registerHostRoutes } from "./routes/v1/hosts.js";
+import { registerKeyRoutes } from "./routes/v1/key.js";
 import { registerMetaRoutes } from "./routes/v1/meta.js";
 import { registerTaskRoutes } from "./routes/v1/tasks.js";
 import { registerTagRoutes } from "./routes/v1/tags.js";
 import { registerBuildRoutes } from "./routes/v1/builds.js";
 import { registerUserRoutes } from "./routes/v1/users.js";
+import { registerRepoRoutes } from "./routes/v1/repos.js";
 import { registerTokenRoutes } from "./routes/v1/tokens.js";
 import { registerWorkerRoutes } from "./routes/v1/worker.js";
 
@@ -78,9 +82,13 @@ export async function buildApp(deps: HubDeps): Promise<FastifyInstance> {
   registerWorkerRoutes(app);
   registerHostRoutes(app);
   registerTokenRoutes(app);
+  registerRepoRoutes(app);
   registerTagRoutes(app);
   registerBuildRoutes(app);
   registerUserRoutes(app);
+  registerKeyRoutes(app);
+  registerAptRoutes(app);
+  await registerAptlyRoutes(app);
   await app.ready();
   return app;
 }

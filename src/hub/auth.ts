@@ -7,9 +7,26 @@ declare module "fastify" {
   interface FastifyRequest {
     principal: Principal | null;
   }
+  interface FastifyContextConfig {
+    /**
+     * Served to anyone, and any Authorization header is ignored: apt sends the credentials of
+     * its auth.conf or of a proxy, which are no Kiln token and must not turn into a 401.
+     */
+    public?: boolean;
+    /** Part of the Aptly-compatible API, which `aptly_anonymous` opens to tokenless callers. */
+    aptly?: boolean;
+  }
 }
 
 const CACHE_MS = 2000;
+
+/** Who tokenless calls to the Aptly API act as when `aptly_anonymous` is on: a plain user. */
+export const APTLY_ANONYMOUS: Principal = {
+  tokenId: 0,
+  role: "user",
+  user: { id: 0, name: "aptly" },
+  host: null,
+};
 
 /**
  * Resolves bearer tokens (and HTTP Basic, whose password is the token, for proxies and Aptly
@@ -61,8 +78,12 @@ export class Authenticator {
   /** Fastify onRequest hook: attach the principal when a token is given; reject a bad one. */
   hook = async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     req.principal = null;
+    if (req.routeOptions.config.public) return;
     const token = this.tokenFrom(req);
-    if (token === undefined) return;
+    if (token === undefined) {
+      if (req.routeOptions.config.aptly && this.deps.config.aptlyAnonymous) req.principal = APTLY_ANONYMOUS;
+      return;
+    }
     const principal = await this.resolve(token);
     if (!principal) throw new KilnError("TOKEN_INVALID");
     req.principal = principal;

@@ -2,6 +2,7 @@ import type { EventEmitter } from "node:events";
 import type { BlobStore } from "../artifacts/blob-store.js";
 import type { UploadAreas } from "../artifacts/upload-area.js";
 import type { Policy } from "../builds/policy.js";
+import type { ArchiveKey } from "../publish/archive-key.js";
 import type { HubConfig } from "../config/config.js";
 import type { EngineDeps } from "../tasks/deps.js";
 import type { Dispatcher } from "../tasks/dispatcher.js";
@@ -18,4 +19,6 @@ export interface HubDeps extends EngineDeps {
   uploads: UploadAreas;
   /** Compiled at start, so a broken policy stops the hub with its line number. */
   policies: Record<string, Policy>;
+  /** The OpenPGP key that signs publications (`<data>/keys/gnupg`). */
+  archiveKey: ArchiveKey;
 }

@@ -27,9 +27,15 @@ import { UploadAreas } from "../artifacts/upload-area.js";
 import { compilePolicies, withDefaultPolicies } from "../builds/policy.js";
 import { HUB_POLICY_TESTS } from "./policy-check.js";
 import type { HubDeps } from "./deps.js";
+import { ArchiveKey } from "../publish/archive-key.js";
 import { buildHandler } from "./handlers/build.js";
 import { groupHandler } from "./handlers/group.js";
 import { tagBuildHandler } from "./handlers/tag-build.js";
+import { repoHandlers } from "./handlers/repo-ops.js";
+import "../publish/methods.js";
+import { TagPublicationTracker } from "../publish/track-tags.js";
+import { recoverInterruptedPublishes } from "../publish/recover.js";
+import { createTask } from "../tasks/create-task.js";
 import "../builds/methods.js";
 
 export const DATA_SUBDIRS = ["blobs", "upload", "public", "staging", "logs", "keys", "work"];
@@ -48,6 +54,8 @@ export interface StartOptions {
   clock?: Clock;
   /** Print the welcome lines (the CLI does; tests do not). */
   announce?: (line: string) => void;
+  /** Make the archive key on first use rather than at start (test hubs: most never sign). */
+  lazyArchiveKey?: boolean;
 }
 
 export function hubHandlers(deps: HubDeps): HandlerMap {
@@ -55,6 +63,7 @@ export function hubHandlers(deps: HubDeps): HandlerMap {
     ["group", groupHandler(deps)],
     ["build", buildHandler(deps)],
     ["tagBuild", tagBuildHandler(deps)],
+    ...repoHandlers(deps),
   ]);
 }
 
@@ -110,8 +119,11 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
     blobs: new BlobStore(path.join(config.data, "blobs")),
     uploads: new UploadAreas(path.join(config.data, "upload")),
     policies: compilePolicies(withDefaultPolicies(config.policies), { tests: HUB_POLICY_TESTS }),
+    archiveKey: new ArchiveKey(config.data),
   };
   await deps.blobs.cleanTemp();
+  // Made (or found) now, so a broken gpg stops the start rather than the first publish.
+  const archiveKey = opts.lazyArchiveKey ? undefined : await deps.archiveKey.ensure();
 
   await extendLeasesAfterRestart(deps);
   const adminTokenFile = await ensureAdminToken(db, config.data, clock.now());
@@ -129,7 +141,21 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
         : address.address;
   const url = `http://${localHost}:${address.port}`;
 
+  const tracker = new TagPublicationTracker({ db, log, queue: (input) => createTask(deps, input) });
+  await recoverInterruptedPublishes(deps.db, path.join(config.data, "staging"), clock.now());
+  // A tag changes when a task (tagBuild) or a call commits: look soon after a wake-up, at most
+  // ten times a second, rather than waiting for the sweeper.
+  let trackPending = false;
+  const offTrack = wake.on(() => {
+    if (trackPending) return;
+    trackPending = true;
+    setTimeout(() => {
+      trackPending = false;
+      tracker.tick().catch((err: unknown) => log.error({ err }, "republishing tracked tags failed"));
+    }, 100).unref();
+  });
   const sweeper = setInterval(() => {
+    tracker.tick().catch((err: unknown) => log.error({ err }, "republishing tracked tags failed"));
     sweep(deps)
       .then((r) => {
         if (r.expired.length > 0) log.warn({ tasks: r.expired }, "leases expired; tasks requeued");
@@ -193,6 +219,8 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
     announce(`Kiln ${VERSION} hub listening on ${url}`);
     announce(`database: ${db.dialect === "sqlite" ? db.url.replace(/^sqlite:\/\//, "") : "PostgreSQL"}`);
     announce(`admin token: ${adminTokenFile} (the CLI on this machine reads it by itself)`);
+    if (archiveKey)
+      announce(`archive key: ${archiveKey.fingerprint} (served at ${url}/apt/kiln-archive-keyring.asc)`);
     announce(
       config.worker
         ? `embedded worker: ${config.workerName ?? os.hostname()}`
@@ -207,9 +235,11 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
       // Workers first: they hand running tasks back through the still-open API.
       await Promise.all(workers.map((w) => w.stop()));
       clearInterval(sweeper);
+      offTrack();
       deps.dispatcher.close();
       for (const fn of [...deps.lifecycle.onClose]) fn();
       await app.close();
+      await deps.archiveKey.close();
       await wake.close();
       await db.close();
     })());

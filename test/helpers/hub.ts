@@ -41,7 +41,8 @@ export async function startTestHub(
     policies: opts.policies ?? {},
     uploadLimitBytes: opts.uploadLimitBytes ?? 64 * 1024 * 1024,
   };
-  const hub = await startHub(config, { log: silentLog });
+  // Most test hubs never sign: their archive key is made on first use.
+  const hub = await startHub(config, { log: silentLog, lazyArchiveKey: true });
   const adminToken = readFileSync(hub.adminTokenFile, "utf8").trim();
   return {
     hub,

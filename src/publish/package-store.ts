@@ -1,0 +1,220 @@
+import { createHash } from "node:crypto";
+import path from "node:path";
+import type { Kysely, Selectable } from "kysely";
+import type { BlobStore } from "../artifacts/blob-store.js";
+import type { Database, PackagesTable } from "../db/schema.js";
+import { readFile } from "node:fs/promises";
+import { readDebControl } from "../debian/deb-file.js";
+import { parseDsc } from "../debian/dsc-file.js";
+import { getField, parseParagraph } from "../debian/deb822.js";
+import { hashFile } from "../debian/hash-file.js";
+import type { QueryTarget } from "../debian/package-query.js";
+import { KilnError } from "../errors/catalogue.js";
+
+/** One file of a package, with the checksums Packages and Sources list. */
+export interface PackageFile {
+  name: string;
+  size: number;
+  md5: string;
+  sha1: string;
+  sha256: string;
+}
+
+/** A package as the repository code handles it: a row with its files decoded. */
+export interface PackageRecord {
+  id: number;
+  key: string;
+  name: string;
+  version: string;
+  arch: string;
+  kind: "deb" | "udeb" | "dsc";
+  source: string;
+  control: string;
+  files: PackageFile[];
+}
+
+/** What importing a file yields, before it has a row. */
+export type PackageInput = Omit<PackageRecord, "id">;
+
+export const PACKAGE_EXTENSIONS = [".deb", ".udeb", ".dsc"] as const;
+
+/**
+ * Aptly's package key, `P<arch> <name> <version> <files hash>`: two uploads of the same
+ * name, version and arch with different content get different keys.
+ */
+export function packageKey(
+  arch: string,
+  name: string,
+  version: string,
+  files: readonly PackageFile[],
+): string {
+  const h = createHash("sha256");
+  for (const f of [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    h.update(`${f.name} ${f.size} ${f.sha256}\n`);
+  }
+  return `P${arch} ${name} ${version} ${h.digest("hex").slice(0, 16)}`;
+}
+
+/** The source package name a binary's `Source` field names (`Source: foo (1.2)` → foo). */
+export function sourceNameOf(sourceField: string | undefined, fallback: string): string {
+  const name = sourceField?.trim().split(/\s+/)[0];
+  return name === undefined || name === "" ? fallback : name;
+}
+
+export function isPackageFileName(name: string): boolean {
+  return PACKAGE_EXTENSIONS.some((ext) => name.endsWith(ext));
+}
+
+/**
+ * Reads a .deb or .udeb, checks it, and stores it in the blob store. Nothing reaches the
+ * database here; a bad file throws its Debian error code (DEB_INVALID, ARCHIVE_UNSAFE, …).
+ */
+export async function importBinaryFile(blobs: BlobStore, file: string): Promise<PackageInput> {
+  const base = path.basename(file);
+  const kind = base.endsWith(".udeb") ? "udeb" : "deb";
+  const deb = await readDebControl(file, { name: base });
+  const hashes = await hashFile(file);
+  await blobs.putFile(file, { expectSha256: hashes.sha256 });
+  const files: PackageFile[] = [{ name: base, ...hashes }];
+  return {
+    key: packageKey(deb.architecture, deb.package, deb.version, files),
+    name: deb.package,
+    version: deb.version,
+    arch: deb.architecture,
+    kind,
+    source: sourceNameOf(getField(deb.control, "Source"), deb.package),
+    control: deb.controlText.endsWith("\n") ? deb.controlText : `${deb.controlText}\n`,
+    files,
+  };
+}
+
+/**
+ * Reads a .dsc and the files it lists from the same directory, checks every listed checksum, and
+ * stores them all in the blob store.
+ */
+export async function importSourceFile(blobs: BlobStore, file: string): Promise<PackageInput> {
+  const base = path.basename(file);
+  const dsc = parseDsc(await readFile(file, "utf8"), base);
+  const files: PackageFile[] = [{ name: base, ...(await hashFile(file)) }];
+  for (const ref of dsc.files) {
+    const full = path.join(path.dirname(file), ref.name);
+    const h = await hashFile(full).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") {
+        throw new KilnError("DSC_FILE_MISSING", `${base} lists ${ref.name}, which was not uploaded with it`, {
+          dsc: base,
+          file: ref.name,
+        });
+      }
+      throw err;
+    });
+    const mismatch =
+      h.size !== ref.size ||
+      (ref.sha256 !== undefined && ref.sha256 !== h.sha256) ||
+      (ref.sha1 !== undefined && ref.sha1 !== h.sha1) ||
+      (ref.md5 !== undefined && ref.md5 !== h.md5);
+    if (mismatch) {
+      throw new KilnError(
+        "CHECKSUM_MISMATCH",
+        `${ref.name} does not match the size or checksums ${base} lists for it`,
+        {
+          dsc: base,
+          file: ref.name,
+        },
+      );
+    }
+    files.push({ name: ref.name, ...h });
+  }
+  for (const [i, f] of files.entries()) {
+    const full = i === 0 ? file : path.join(path.dirname(file), f.name);
+    await blobs.putFile(full, { expectSha256: f.sha256 });
+  }
+  return {
+    key: packageKey("source", dsc.source, dsc.version, files),
+    name: dsc.source,
+    version: dsc.version,
+    arch: "source",
+    kind: "dsc",
+    source: dsc.source,
+    control: dsc.text.endsWith("\n") ? dsc.text : `${dsc.text}\n`,
+    files,
+  };
+}
+
+/** Reads a package file of any kind (.deb, .udeb, .dsc with its files). */
+export function importPackageFile(blobs: BlobStore, file: string): Promise<PackageInput> {
+  return file.endsWith(".dsc") ? importSourceFile(blobs, file) : importBinaryFile(blobs, file);
+}
+
+export function toPackageRecord(row: Selectable<PackagesTable>): PackageRecord {
+  return {
+    id: row.id,
+    key: row.key,
+    name: row.name,
+    version: row.version,
+    arch: row.arch,
+    kind: row.kind as PackageRecord["kind"],
+    source: row.source,
+    control: row.control,
+    files: JSON.parse(row.files) as PackageFile[],
+  };
+}
+
+/** The row for `input`'s key, made when missing (the same content is stored once). */
+export async function upsertPackage(
+  trx: Kysely<Database>,
+  input: PackageInput,
+  now: number,
+): Promise<PackageRecord> {
+  const existing = await trx
+    .selectFrom("packages")
+    .selectAll()
+    .where("key", "=", input.key)
+    .executeTakeFirst();
+  if (existing) return toPackageRecord(existing);
+  const row = await trx
+    .insertInto("packages")
+    .values({
+      key: input.key,
+      name: input.name,
+      version: input.version,
+      arch: input.arch,
+      kind: input.kind,
+      source: input.source,
+      sha256: mainFile(input).sha256,
+      control: input.control,
+      files: JSON.stringify(input.files),
+      created_at: now,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toPackageRecord(row);
+}
+
+export async function getPackageByKey(db: Kysely<Database>, key: string): Promise<PackageRecord> {
+  const row = await db.selectFrom("packages").selectAll().where("key", "=", key).executeTakeFirst();
+  if (!row) throw new KilnError("PACKAGE_NOT_FOUND", `no package with key "${key}"`, { key });
+  return toPackageRecord(row);
+}
+
+/** Lets the package query language look at a record; the control text is parsed on demand. */
+export function queryTargetOf(pkg: PackageRecord): QueryTarget {
+  let paragraph: ReturnType<typeof parseParagraph> | undefined;
+  return {
+    name: pkg.name,
+    version: pkg.version,
+    architecture: pkg.arch,
+    packageType: pkg.kind === "dsc" ? "source" : pkg.kind,
+    source: pkg.source,
+    field(name: string) {
+      paragraph ??= parseParagraph(pkg.control);
+      return getField(paragraph, name);
+    },
+  };
+}
+
+/** The pool-relative main file (.deb or .dsc) of a package. */
+export function mainFile(pkg: Pick<PackageRecord, "files" | "key">): PackageFile {
+  const file = pkg.files[0];
+  if (!file) throw new KilnError("INTERNAL", `package ${pkg.key} has no files`);
+  return file;
+}
