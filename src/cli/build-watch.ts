@@ -2,7 +2,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KilnClient } from "../client/client.js";
 import { readSse } from "../client/sse.js";
-import type { BuildJson, TaskDetailJson, TaskJson } from "../client/types.js";
+import type { BuildJson, BuildPublicationJson, TaskDetailJson, TaskJson } from "../client/types.js";
+import { KilnError } from "../errors/catalogue.js";
+import { waitForRelease } from "./publish-wait.js";
 import { isFinal } from "../tasks/types.js";
 import { Spinner, type TextSink } from "./output.js";
 import { isTransient } from "./task-watch.js";
@@ -124,13 +126,44 @@ export async function watchBuild(
 }
 
 /**
- * Returns once the build's packages can be installed from the repositories its tags publish to.
- * Hook: nothing publishes tags yet, so there is nothing to wait for. The issue that makes tags
- * feed APT repositories fills this in (poll until the repository's index lists the build), so
- * that `kiln build … && apt-get install …` works.
+ * Returns once the build's packages can be installed from every publication that tracks a tag
+ * the build is in: the hub republishes such tags by itself; this waits until each one's live
+ * generation was made after the tagging and its new Release is being served. A build in no
+ * published tag returns at once.
  */
-export async function waitUntilServed(_client: KilnClient, _build: BuildJson): Promise<void> {
-  return Promise.resolve();
+export async function waitUntilServed(
+  client: KilnClient,
+  build: BuildJson,
+  opts: { timeoutMs?: number; intervalMs?: number; out?: TextSink } = {},
+): Promise<BuildPublicationJson[]> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 10 * 60_000);
+  let pubs = await client.buildPublications(build.id);
+  if (pubs.length === 0) return pubs;
+  const spinner = new Spinner({ out: opts.out });
+  try {
+    while (pubs.some((p) => !p.ready)) {
+      const waiting = pubs.filter((p) => !p.ready).map(publicationLabel);
+      spinner.update(`${build.nvr}: waiting for the hub to republish ${waiting.join(", ")}`);
+      if (Date.now() > deadline) {
+        throw new KilnError(
+          "PUBLISH_NOT_SERVED",
+          `${build.nvr} built, but ${waiting.join(", ")} has not been republished with it; \`kiln publish show\` tells why`,
+        );
+      }
+      await sleep(opts.intervalMs ?? 200);
+      pubs = await client.buildPublications(build.id);
+    }
+    for (const p of pubs) {
+      await waitForRelease(client.hub, { path: p.path, releaseSha256: p.releaseSha256 }, { spinner });
+    }
+  } finally {
+    spinner.stop();
+  }
+  return pubs;
+}
+
+function publicationLabel(p: BuildPublicationJson): string {
+  return `${p.prefix === "." ? "" : `${p.prefix}/`}${p.distribution}`;
 }
 
 /** The last `n` lines of a text (a trailing newline does not count as a line). */

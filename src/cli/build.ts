@@ -255,10 +255,14 @@ export function registerBuildCommands(program: Command): void {
           "Ctrl-C stops watching, not the build\n",
       );
       const result = await watchBuild(client, build.id, task.id);
-      if (result.ok) await waitUntilServed(client, result.build);
-      if (opts.json) printJson({ build: result.build, task: result.task });
-      else if (result.ok) process.stdout.write(formatBuildDone(result.build));
-      else await reportBuildFailure(client, result);
+      const served = result.ok ? await waitUntilServed(client, result.build) : [];
+      if (opts.json) printJson({ build: result.build, task: result.task, published: served });
+      else if (result.ok) {
+        process.stdout.write(formatBuildDone(result.build));
+        for (const p of served) {
+          process.stdout.write(`served by apt at ${client.hub}/apt/${p.path} (generation ${p.generation})\n`);
+        }
+      } else await reportBuildFailure(client, result);
       if (!result.ok) throw new CliExit(1);
     });
 

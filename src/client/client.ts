@@ -10,6 +10,7 @@ import type {
   SnapshotDiffJson,
   SnapshotSourceJson,
   PublicationJson,
+  BuildPublicationJson,
   PublicationSpecJson,
   PublishOutcomeJson,
   ArchiveKeyJson,
@@ -573,6 +574,10 @@ export class KilnClient {
       undefined,
       opts.async,
     );
+  }
+  /** Tag-tracking publications that serve a build, and whether apt can see it there yet. */
+  buildPublications(buildId: number): Promise<BuildPublicationJson[]> {
+    return this.request("GET", `/api/v1/builds/${buildId}/publications`);
   }
   listPublications(): Promise<PublicationJson[]> {
     return this.request("GET", "/api/v1/publish");

@@ -246,6 +246,7 @@ import type { PublicationJson, GenerationJson, PublicationSpec } from "../publis
 import type { PublishOutcome } from "../publish/publish-ops.js";
 import type { FileReport, RepoAddResult, SnapshotSource } from "../publish/repo-ops.js";
 import type { PackageJson } from "../hub/routes/v1/repos.js";
+import type { BuildPublicationJson } from "../publish/build-publications.js";
 
 export type {
   RepoJson,
@@ -253,6 +254,7 @@ export type {
   PublicationJson,
   GenerationJson,
   PackageJson,
+  BuildPublicationJson,
   FileReport,
   SnapshotDiffEntry as SnapshotDiffJson,
   PublicationSpec as PublicationSpecJson,

@@ -8,6 +8,9 @@ import { buildDeb } from "../helpers/debs.js";
 import { startTestHub, type TestHub } from "../helpers/hub.js";
 import { waitFor } from "../helpers/procs.js";
 import { seedBuild } from "../helpers/seed-build.js";
+import { waitUntilServed } from "../../src/cli/build-watch.js";
+
+const quiet = { write: () => true, isTTY: false };
 
 for (const dialect of DIALECTS) {
   describe(`publishing a tag (${dialect})`, () => {
@@ -70,6 +73,20 @@ for (const dialect of DIALECTS) {
       await c.editTag("release", { extra: { note: "x" } });
       await new Promise((r) => setTimeout(r, 1500));
       expect((await c.showPublication("tracked", "release")).liveGeneration).toBe(3);
+
+      // What `kiln build` does after a build: wait until apt can see it.
+      await c.changePackages("base", { action: "add", packages: ["gamma"], owner: "admin" });
+      const gamma = await seedBuild(deps, {
+        source: "gamma",
+        version: "3.0",
+        files: [{ path: buildDeb(work, { name: "gamma", version: "3.0" }), kind: "deb", arch: "amd64" }],
+      });
+      const gammaJson = await c.getBuild(gamma);
+      expect(await waitUntilServed(c, gammaJson, { out: quiet })).toEqual([]); // not tagged: nothing to wait for
+      await c.tagBuild("base", "gamma/3.0");
+      const served = await waitUntilServed(c, gammaJson, { out: quiet });
+      expect(served).toMatchObject([{ prefix: "tracked", distribution: "release", ready: true }]);
+      expect(await packagesText()).toMatch(/^Package: gamma$/m);
 
       // Snapshot of the tag as of the first publication's event: alpha only.
       const events = (shown.history ?? []).map(

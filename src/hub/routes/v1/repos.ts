@@ -32,6 +32,7 @@ import {
   type SourceKind,
 } from "../../../publish/publication-store.js";
 import { filterPackages, type SnapshotSource } from "../../../publish/repo-ops.js";
+import { publicationsOfBuild } from "../../../publish/build-publications.js";
 import type { PackageRecord } from "../../../publish/package-store.js";
 
 const nameParams = {
@@ -448,6 +449,23 @@ export function registerRepoRoutes(app: FastifyInstance): void {
         args: { name: req.params.name, force: req.query.force === true },
         locks: [snapshotLock(req.params.name)],
       });
+    },
+  );
+
+  // --- Where a build is published ---
+  app.get<{ Params: { id: number } }>(
+    "/api/v1/builds/:id/publications",
+    {
+      schema: {
+        summary:
+          "The tag-tracking publications that serve a build, and whether their live generation has it yet",
+        tags: ["builds"],
+        params: { type: "object", properties: { id: { type: "integer" } }, required: ["id"] },
+      },
+    },
+    async (req) => {
+      requireAuth(req);
+      return publicationsOfBuild(deps, req.params.id);
     },
   );
 
