@@ -66,16 +66,16 @@ export function isPackageFileName(name: string): boolean {
 }
 
 /**
- * Reads a .deb or .udeb, checks it, and stores it in the blob store. Nothing reaches the
- * database here; a bad file throws its Debian error code (DEB_INVALID, ARCHIVE_UNSAFE, …).
+ * A .deb or .udeb read and checked, named `name` (its file may be a blob under another name).
+ * Nothing is stored; a bad file throws its Debian error code (DEB_INVALID, ARCHIVE_UNSAFE, …).
  */
-export async function importBinaryFile(blobs: BlobStore, file: string): Promise<PackageInput> {
-  const base = path.basename(file);
-  const kind = base.endsWith(".udeb") ? "udeb" : "deb";
-  const deb = await readDebControl(file, { name: base });
-  const hashes = await hashFile(file);
-  await blobs.putFile(file, { expectSha256: hashes.sha256 });
-  const files: PackageFile[] = [{ name: base, ...hashes }];
+export async function readBinaryPackage(
+  file: string,
+  name: string,
+  kind: "deb" | "udeb",
+): Promise<PackageInput> {
+  const deb = await readDebControl(file, { name });
+  const files: PackageFile[] = [{ name, ...(await hashFile(file)) }];
   return {
     key: packageKey(deb.architecture, deb.package, deb.version, files),
     name: deb.package,
@@ -83,29 +83,32 @@ export async function importBinaryFile(blobs: BlobStore, file: string): Promise<
     arch: deb.architecture,
     kind,
     source: sourceNameOf(getField(deb.control, "Source"), deb.package),
-    control: deb.controlText.endsWith("\n") ? deb.controlText : `${deb.controlText}\n`,
+    control: withNewline(deb.controlText),
     files,
   };
 }
 
 /**
- * Reads a .dsc and the files it lists from the same directory, checks every listed checksum, and
- * stores them all in the blob store.
+ * A .dsc and the files it lists, read and checked against every checksum it gives; `locate`
+ * says where a listed file is (undefined: it is missing). Nothing is stored.
  */
-export async function importSourceFile(blobs: BlobStore, file: string): Promise<PackageInput> {
-  const base = path.basename(file);
-  const dsc = parseDsc(await readFile(file, "utf8"), base);
-  const files: PackageFile[] = [{ name: base, ...(await hashFile(file)) }];
+export async function readSourcePackage(
+  dscFile: string,
+  dscName: string,
+  locate: (name: string) => string | undefined,
+): Promise<PackageInput> {
+  const dsc = parseDsc(await readFile(dscFile, "utf8"), dscName);
+  const files: PackageFile[] = [{ name: dscName, ...(await hashFile(dscFile)) }];
   for (const ref of dsc.files) {
-    const full = path.join(path.dirname(file), ref.name);
-    const h = await hashFile(full).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === "ENOENT") {
-        throw new KilnError("DSC_FILE_MISSING", `${base} lists ${ref.name}, which was not uploaded with it`, {
-          dsc: base,
-          file: ref.name,
-        });
-      }
-      throw err;
+    const missing = () =>
+      new KilnError("DSC_FILE_MISSING", `${dscName} lists ${ref.name}, which did not come with it`, {
+        dsc: dscName,
+        file: ref.name,
+      });
+    const where = locate(ref.name);
+    if (where === undefined) throw missing();
+    const h = await hashFile(where).catch((err: NodeJS.ErrnoException) => {
+      throw err.code === "ENOENT" ? missing() : err;
     });
     const mismatch =
       h.size !== ref.size ||
@@ -115,18 +118,14 @@ export async function importSourceFile(blobs: BlobStore, file: string): Promise<
     if (mismatch) {
       throw new KilnError(
         "CHECKSUM_MISMATCH",
-        `${ref.name} does not match the size or checksums ${base} lists for it`,
+        `${ref.name} does not match the size or checksums ${dscName} lists`,
         {
-          dsc: base,
+          dsc: dscName,
           file: ref.name,
         },
       );
     }
     files.push({ name: ref.name, ...h });
-  }
-  for (const [i, f] of files.entries()) {
-    const full = i === 0 ? file : path.join(path.dirname(file), f.name);
-    await blobs.putFile(full, { expectSha256: f.sha256 });
   }
   return {
     key: packageKey("source", dsc.source, dsc.version, files),
@@ -135,9 +134,29 @@ export async function importSourceFile(blobs: BlobStore, file: string): Promise<
     arch: "source",
     kind: "dsc",
     source: dsc.source,
-    control: dsc.text.endsWith("\n") ? dsc.text : `${dsc.text}\n`,
+    control: withNewline(dsc.text),
     files,
   };
+}
+
+const withNewline = (text: string) => (text.endsWith("\n") ? text : `${text}\n`);
+
+/** Reads a .deb or .udeb and stores it in the blob store. */
+export async function importBinaryFile(blobs: BlobStore, file: string): Promise<PackageInput> {
+  const base = path.basename(file);
+  const input = await readBinaryPackage(file, base, base.endsWith(".udeb") ? "udeb" : "deb");
+  await blobs.putFile(file, { expectSha256: mainFile(input).sha256 });
+  return input;
+}
+
+/** Reads a .dsc with the files it lists from the same directory and stores them all. */
+export async function importSourceFile(blobs: BlobStore, file: string): Promise<PackageInput> {
+  const dir = path.dirname(file);
+  const input = await readSourcePackage(file, path.basename(file), (name) => path.join(dir, name));
+  for (const [i, f] of input.files.entries()) {
+    await blobs.putFile(i === 0 ? file : path.join(dir, f.name), { expectSha256: f.sha256 });
+  }
+  return input;
 }
 
 /** Reads a package file of any kind (.deb, .udeb, .dsc with its files). */

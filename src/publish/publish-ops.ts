@@ -1,13 +1,8 @@
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { BlobStore } from "../artifacts/blob-store.js";
 import { latestInTag } from "../builds/tag-store.js";
 import { withWriteTx, type Db } from "../db/database.js";
-import { readDebControl } from "../debian/deb-file.js";
-import { getField } from "../debian/deb822.js";
-import { parseDsc } from "../debian/dsc-file.js";
-import { hashFile } from "../debian/hash-file.js";
 import { KilnError } from "../errors/catalogue.js";
 import { recordEvent } from "../events/outbox.js";
 import {
@@ -19,12 +14,10 @@ import {
   type Signer,
 } from "./apply-publication.js";
 import {
-  packageKey,
-  sourceNameOf,
+  readBinaryPackage,
+  readSourcePackage,
   toPackageRecord,
   upsertPackage,
-  type PackageFile,
-  type PackageInput,
   type PackageRecord,
 } from "./package-store.js";
 import { planPublication, type PlanComponent } from "./plan-publication.js";
@@ -48,6 +41,8 @@ export interface PublishDeps {
   /** The archive key's signer, made on first use. */
   signer(): Promise<Signer>;
   log: Logger;
+  /** Told how each publishGeneration went and how long it took (the hub's metrics). */
+  observePublish?: (outcome: "live" | "unchanged" | "failed", seconds: number) => void;
 }
 
 export interface PublishOutcome {
@@ -82,64 +77,17 @@ export async function packagesOfBuild(deps: PublishDeps, buildId: number): Promi
       out.push(toPackageRecord(row));
       continue;
     }
+    const blobOf = (name: string) => {
+      const match = artifacts.find((x) => x.name === name);
+      return match ? deps.blobs.path(match.sha256) : undefined;
+    };
     const input =
       a.kind === "dsc"
-        ? await sourceInputFromBlobs(deps.blobs, a, artifacts)
-        : await binaryInputFromBlob(deps.blobs, a.name, a.sha256, a.kind === "udeb" ? "udeb" : "deb");
+        ? await readSourcePackage(deps.blobs.path(a.sha256), a.name, blobOf)
+        : await readBinaryPackage(deps.blobs.path(a.sha256), a.name, a.kind === "udeb" ? "udeb" : "deb");
     out.push(await upsertPackage(db, input, deps.clock.now()));
   }
   return out;
-}
-
-async function binaryInputFromBlob(
-  blobs: BlobStore,
-  name: string,
-  sha256: string,
-  kind: "deb" | "udeb",
-): Promise<PackageInput> {
-  const file = blobs.path(sha256);
-  const deb = await readDebControl(file, { name });
-  const files: PackageFile[] = [{ name, ...(await hashFile(file)) }];
-  return {
-    key: packageKey(deb.architecture, deb.package, deb.version, files),
-    name: deb.package,
-    version: deb.version,
-    arch: deb.architecture,
-    kind,
-    source: sourceNameOf(getField(deb.control, "Source"), deb.package),
-    control: deb.controlText.endsWith("\n") ? deb.controlText : `${deb.controlText}\n`,
-    files,
-  };
-}
-
-async function sourceInputFromBlobs(
-  blobs: BlobStore,
-  dscArtifact: { name: string; sha256: string },
-  artifacts: readonly { name: string; sha256: string; kind: string }[],
-): Promise<PackageInput> {
-  const dscPath = blobs.path(dscArtifact.sha256);
-  const dsc = parseDsc(await readFile(dscPath, "utf8"), dscArtifact.name);
-  const files: PackageFile[] = [{ name: dscArtifact.name, ...(await hashFile(dscPath)) }];
-  for (const ref of dsc.files) {
-    const a = artifacts.find((x) => x.name === ref.name);
-    if (!a) {
-      throw new KilnError(
-        "DSC_FILE_MISSING",
-        `${dscArtifact.name} lists ${ref.name}, which the build did not store`,
-      );
-    }
-    files.push({ name: ref.name, ...(await hashFile(blobs.path(a.sha256))) });
-  }
-  return {
-    key: packageKey("source", dsc.source, dsc.version, files),
-    name: dsc.source,
-    version: dsc.version,
-    arch: "source",
-    kind: "dsc",
-    source: dsc.source,
-    control: dsc.text.endsWith("\n") ? dsc.text : `${dsc.text}\n`,
-    files,
-  };
 }
 
 /** A tag's latest builds (through inheritance) as packages, optionally as of an event. */
@@ -220,6 +168,23 @@ export async function publishGeneration(
   deps: PublishDeps,
   row: PublicationRow,
   opts: { taskId?: number | null; actor?: string | null; skipIfUnchanged?: boolean } = {},
+): Promise<PublishOutcome> {
+  const started = performance.now();
+  const seconds = () => (performance.now() - started) / 1000;
+  try {
+    const out = await publishGenerationUnobserved(deps, row, opts);
+    deps.observePublish?.(out.unchanged ? "unchanged" : "live", seconds());
+    return out;
+  } catch (err) {
+    deps.observePublish?.("failed", seconds());
+    throw err;
+  }
+}
+
+async function publishGenerationUnobserved(
+  deps: PublishDeps,
+  row: PublicationRow,
+  opts: { taskId?: number | null; actor?: string | null; skipIfUnchanged?: boolean },
 ): Promise<PublishOutcome> {
   const db = deps.db.kysely;
   const { components, sources } = await resolveContents(deps, row);
