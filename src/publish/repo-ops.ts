@@ -1,5 +1,6 @@
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
+import { assertFileName } from "../artifacts/upload-area.js";
 import { withWriteTx } from "../db/database.js";
 import { matchesQuery, parsePackageQuery } from "../debian/package-query.js";
 import { KilnError } from "../errors/catalogue.js";
@@ -45,7 +46,11 @@ export function filterPackages(packages: readonly PackageRecord[], query: string
 }
 
 async function packageFilesIn(dir: string, only?: readonly string[]): Promise<string[]> {
-  if (only && only.length > 0) return only.map((f) => path.join(dir, f));
+  if (only && only.length > 0) {
+    // Names come from the caller: plain file names of the area, never paths out of it.
+    for (const f of only) assertFileName(f);
+    return only.map((f) => path.join(dir, f));
+  }
   const out: string[] = [];
   const walk = async (d: string, depth: number) => {
     for (const e of await readdir(d, { withFileTypes: true })) {

@@ -203,6 +203,12 @@ for (const dialect of DIALECTS) {
         code: "QUERY_INVALID",
       });
       await expect(c.dropRepo("main-repo")).rejects.toMatchObject({ code: "REPO_PUBLISHED" });
+      const area = await upload(c, []);
+      for (const name of ["../../kiln.db", "/etc/passwd", ".."]) {
+        await expect(c.addToRepo("main-repo", { upload: area, files: [name] })).rejects.toMatchObject({
+          code: "INVALID_NAME",
+        });
+      }
       expect((await c.showRepo("main-repo")).packageCount).toBe(4);
       const truncated = path.join(work, "truncated_1.0_amd64.deb");
       writeFileSync(

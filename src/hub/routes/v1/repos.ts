@@ -3,6 +3,7 @@ import { requireAuth, requireUser } from "../../auth.js";
 import type { HubDeps } from "../../deps.js";
 import { awaitTask, queueRepoTask, type RepoTaskInput } from "../../repo-tasks.js";
 import { getTask } from "../../../tasks/task-queries.js";
+import { assertFileName } from "../../../artifacts/upload-area.js";
 import { toTaskJson } from "../../../tasks/types.js";
 import { KilnError } from "../../../errors/catalogue.js";
 import { poolLock, publishLock, repoLock, snapshotLock } from "../../../publish/methods.js";
@@ -234,6 +235,7 @@ export function registerRepoRoutes(app: FastifyInstance): void {
     },
     async (req, reply) => {
       await getRepo(db, req.params.name);
+      for (const f of req.body.files ?? []) assertFileName(f);
       if (!(await deps.uploads.exists(req.body.upload))) {
         throw new KilnError("UPLOAD_NOT_FOUND", `no upload area "${req.body.upload}"`);
       }
