@@ -1,7 +1,8 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { reachableWorkDir } from "../../src/worker/work-dir.js";
 import type { TaskJson } from "../../src/client/types.js";
 import { createPgDatabase, DIALECTS, postgresAvailable } from "../helpers/db.js";
 import {
@@ -18,13 +19,19 @@ const pgOk = await postgresAvailable();
 const dialects = DIALECTS.filter((d) => d === "sqlite" || pgOk);
 
 /** Processes whose environment names this task: the sleep handler's process group. */
-function processesOfTask(taskId: number): number[] {
+/**
+ * The live processes of a task's job: they carry KILN_TASK_ID and run in a work directory under
+ * one of `under` (other test files run hubs of their own at the same time, with the same task ids).
+ */
+function processesOfTask(taskId: number, under: readonly string[]): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const env = readFileSync(`/proc/${entry}/environ`, "utf8");
-      if (env.split("\0").includes(`KILN_TASK_ID=${taskId}`)) pids.push(Number(entry));
+      if (!env.split("\0").includes(`KILN_TASK_ID=${taskId}`)) continue;
+      const cwd = readlinkSync(`/proc/${entry}/cwd`);
+      if (under.some((root) => cwd.startsWith(root))) pids.push(Number(entry));
     } catch {
       // gone, or not ours to read
     }
@@ -34,6 +41,7 @@ function processesOfTask(taskId: number): number[] {
 
 describe.each(dialects)("faults, with real processes, on %s", (dialect) => {
   let dir: string;
+  const workRoots: string[] = [];
   let db: string | undefined;
   let dropDb: (() => Promise<void>) | undefined;
   const procs: Proc[] = [];
@@ -53,7 +61,9 @@ describe.each(dialects)("faults, with real processes, on %s", (dialect) => {
   };
   const addWorker = async (name: string, capacity = 2) => {
     const { token } = await hub.admin.addHost({ name, arches: ["amd64"], channels: ["default"], capacity });
-    const w = startWorkerProcess(hub.url, token, path.join(dir, `work-${name}`));
+    const work = path.join(dir, `work-${name}`);
+    workRoots.push(work, reachableWorkDir(work).dir); // where the worker really puts its jobs
+    const w = startWorkerProcess(hub.url, token, work);
     procs.push(w);
     await waitFor(`worker ${name} online`, async () => (await hub.admin.getHost(name)).ready);
     return w;
@@ -134,7 +144,7 @@ describe.each(dialects)("faults, with real processes, on %s", (dialect) => {
     expect(await hub.admin.taskLog(t.id, 1)).toBe(epochOneBefore);
     const after = await task(t.id);
     expect([after.state, after.leaseEpoch, after.hostId]).toEqual(["closed", 2, done.hostId]);
-    expect(processesOfTask(t.id)).toEqual([]);
+    expect(processesOfTask(t.id, workRoots)).toEqual([]);
   });
 
   it("loses nothing when the hub is killed with tasks in every state; workers reconnect", async () => {
@@ -193,9 +203,13 @@ describe.each(dialects)("faults, with real processes, on %s", (dialect) => {
 
     const running = await hub.admin.createTask({ method: "sleep", args: { seconds: 60 } });
     await untilState(running.id, ["open"]);
-    await waitFor("the job's processes", () => processesOfTask(running.id).length > 0);
+    await waitFor("the job's processes", () => processesOfTask(running.id, workRoots).length > 0);
     expect((await hub.admin.cancelTask(running.id)).task.state).toBe("canceled");
-    await waitFor("the job's processes to die", () => processesOfTask(running.id).length === 0, 15_000);
+    await waitFor(
+      "the job's processes to die",
+      () => processesOfTask(running.id, workRoots).length === 0,
+      15_000,
+    );
 
     const finished = await hub.admin.createTask({ method: "sleep", args: { seconds: 0 } });
     await untilState(finished.id, ["closed"]);
@@ -215,7 +229,11 @@ describe.each(dialects)("faults, with real processes, on %s", (dialect) => {
     expect(cancel.canceled.sort()).toEqual([parent.id, ...detail.subtasks].sort());
     for (const id of detail.subtasks) {
       expect((await task(id)).state).toBe("canceled");
-      await waitFor(`subtask ${id}'s processes to die`, () => processesOfTask(id).length === 0, 15_000);
+      await waitFor(
+        `subtask ${id}'s processes to die`,
+        () => processesOfTask(id, workRoots).length === 0,
+        15_000,
+      );
     }
   });
 
