@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(bubblewrap dpkg-dev debhelper fakeroot build-essential gpg gpgv apt xz-utils)
+# aptly only for `npm run bench` (bench/publish.js compares publishing with it); it installs in seconds.
+# chromium only for the web UI's browser tests (playwright-core drives it; no browser download).
+DEBS=(bubblewrap dpkg-dev debhelper fakeroot build-essential gpg gpgv apt xz-utils aptly chromium)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -11,6 +11,7 @@ import type { Database, TagsTable } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
 import { isValidArchitecture, isValidPackageName } from "../debian/version.js";
 import { latestEventId, recordEvent } from "../events/outbox.js";
+import { formatRetryPolicy, parseRetryCount, parseRetryOn, parseRetryPolicy } from "./retry-policy.js";
 import {
   activeAt,
   buildConfig,
@@ -776,10 +777,16 @@ export async function listTargets(deps: StoreDeps): Promise<TargetJson[]> {
     .selectFrom("targets")
     .innerJoin("tags as b", "b.id", "targets.build_tag_id")
     .innerJoin("tags as d", "d.id", "targets.dest_tag_id")
-    .select(["targets.id as id", "targets.name as name", "b.name as build", "d.name as dest"])
+    .select([
+      "targets.id as id",
+      "targets.name as name",
+      "b.name as build",
+      "d.name as dest",
+      "targets.retry_policy as retry",
+    ])
     .orderBy("targets.name")
     .execute();
-  return rows.map((r) => ({ id: r.id, name: r.name, buildTag: r.build, destTag: r.dest }));
+  return rows.map((r) => ({ id: r.id, name: r.name, buildTag: r.build, destTag: r.dest, retry: r.retry }));
 }
 
 export async function getTarget(db: Kysely<Database>, name: string): Promise<TargetJson> {
@@ -787,12 +794,18 @@ export async function getTarget(db: Kysely<Database>, name: string): Promise<Tar
     .selectFrom("targets")
     .innerJoin("tags as b", "b.id", "targets.build_tag_id")
     .innerJoin("tags as d", "d.id", "targets.dest_tag_id")
-    .select(["targets.id as id", "targets.name as name", "b.name as build", "d.name as dest"])
+    .select([
+      "targets.id as id",
+      "targets.name as name",
+      "b.name as build",
+      "d.name as dest",
+      "targets.retry_policy as retry",
+    ])
     .where("targets.name", "=", name)
     .executeTakeFirst();
   if (!row)
     throw new KilnError("TARGET_NOT_FOUND", `no build target named "${name}"; see \`kiln target list\``);
-  return { id: row.id, name: row.name, buildTag: row.build, destTag: row.dest };
+  return { id: row.id, name: row.name, buildTag: row.build, destTag: row.dest, retry: row.retry };
 }
 
 export async function createTarget(
@@ -818,7 +831,41 @@ export async function createTarget(
       .returning("id")
       .executeTakeFirstOrThrow();
     await recordEvent(trx, "target.created", { ...input }, actor.name, now);
-    return { id: row.id, name: input.name, buildTag: build.name, destTag: dest.name };
+    return { id: row.id, name: input.name, buildTag: build.name, destTag: dest.name, retry: null };
+  });
+}
+
+/**
+ * Sets a target's retry policy: `retry` (a count) and `retryOn` (exit:75,signal:KILL,infra) edit
+ * the stored policy, or the global default when it has none; `retryPolicy: null` resets it.
+ */
+export async function editTarget(
+  deps: StoreDeps,
+  name: string,
+  input: { retry?: number; retryOn?: string; retryPolicy?: string | null },
+  actor: Actor,
+  defaultPolicy: string,
+): Promise<TargetJson> {
+  const now = deps.clock.now();
+  return withWriteTx(deps.db, async (trx) => {
+    const row = await trx
+      .selectFrom("targets")
+      .select(["id", "retry_policy"])
+      .where("name", "=", name)
+      .executeTakeFirst();
+    if (!row)
+      throw new KilnError("TARGET_NOT_FOUND", `no build target named "${name}"; see \`kiln target list\``);
+    let text: string | null;
+    if (input.retryPolicy === null) text = null;
+    else {
+      const base = parseRetryPolicy(input.retryPolicy ?? row.retry_policy ?? defaultPolicy);
+      if (input.retry !== undefined) base.retries = parseRetryCount(input.retry);
+      if (input.retryOn !== undefined) Object.assign(base, parseRetryOn(input.retryOn));
+      text = formatRetryPolicy(base);
+    }
+    await trx.updateTable("targets").set({ retry_policy: text }).where("id", "=", row.id).execute();
+    await recordEvent(trx, "target.edited", { name, retry: text }, actor.name, now);
+    return getTarget(trx, name);
   });
 }
 

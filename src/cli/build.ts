@@ -6,7 +6,13 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { InvalidArgumentError, type Command } from "commander";
 import type { KilnClient } from "../client/client.js";
-import type { ArtifactJson, BuildArchJson, BuildJson, CreateBuildRequest } from "../client/types.js";
+import type {
+  ArtifactJson,
+  BuildArchJson,
+  BuildAttemptJson,
+  BuildJson,
+  CreateBuildRequest,
+} from "../client/types.js";
 import { KilnError } from "../errors/catalogue.js";
 import { reportBuildFailure, waitUntilServed, watchBuild } from "./build-watch.js";
 import { ByteProgress, formatBytes } from "./byte-progress.js";
@@ -176,6 +182,24 @@ export function formatBuildInfo(build: BuildJson, now: number = Date.now()): str
   return `${fields}\narches:\n${arches}\nartifacts:\n${artifacts}`;
 }
 
+/** The attempts of a build's steps: every retry and requeue, each with its own log (epoch). */
+export function formatAttempts(attempts: BuildAttemptJson[]): string {
+  if (attempts.length === 0) return "";
+  const table = formatTable<BuildAttemptJson>(attempts, [
+    { header: "step", value: (a) => (a.arch ? `${a.method} ${a.arch}` : a.method) },
+    { header: "task", value: (a) => a.taskId, align: "right" },
+    { header: "attempt", value: (a) => a.attempt, align: "right" },
+    { header: "host", value: (a) => a.host },
+    { header: "state", value: (a) => a.outcome },
+    {
+      header: "exit",
+      value: (a) => a.signal ?? (a.exitCode !== null ? String(a.exitCode) : (a.errorCode ?? "")),
+    },
+    { header: "duration", value: (a) => (a.duration === null ? "" : formatDuration(a.duration)) },
+  ]);
+  return `\nattempts:\n${table}`;
+}
+
 /** What a finished, successful `kiln build` prints on stdout. */
 export function formatBuildDone(build: BuildJson): string {
   const where = build.scratch
@@ -272,9 +296,11 @@ export function registerBuildCommands(program: Command): void {
     .argument("<build>", "SOURCE/VERSION (or the build's id)", parseBuildRef)
     .option("--json", "print as JSON")
     .action(async (ref: string | number, opts: JsonFlag, cmd: Command) => {
-      const build = await clientFor(cmd).getBuild(ref);
-      if (opts.json) return printJson(build);
-      process.stdout.write(formatBuildInfo(build));
+      const client = clientFor(cmd);
+      const build = await client.getBuild(ref);
+      const attempts = await client.getBuildAttempts(build.id);
+      if (opts.json) return printJson({ ...build, attempts });
+      process.stdout.write(formatBuildInfo(build) + formatAttempts(attempts));
     });
 
   program

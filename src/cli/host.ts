@@ -19,7 +19,7 @@ interface HostFlags {
 const parseCapacity = parseNumber(0);
 
 function state(host: HostJson): string {
-  if (!host.enabled) return "disabled";
+  if (!host.enabled) return host.disabledReason?.startsWith("quarantined") ? "quarantined" : "disabled";
   return host.ready ? "ready" : "offline";
 }
 
@@ -31,6 +31,7 @@ export function formatHost(host: HostJson): string {
     ["channels", host.channels.join(", ")],
     ["load", `${host.load} of ${host.capacity}`],
     ["enabled", host.enabled ? "yes" : "no"],
+    ["disabled", host.disabledReason],
     ["ready", host.ready ? "yes" : "no"],
     ["description", host.description],
     ["last seen", host.lastSeenAt ? formatTime(host.lastSeenAt) : "never"],

@@ -6,6 +6,8 @@ import { ERRORS, KilnError, type ErrorCode } from "../errors/catalogue.js";
 import { VERSION } from "../version.js";
 import { registerBuildCommands } from "./build.js";
 import { CliExit, DEFAULT_HUB, describeTokenSource, type GlobalOptions } from "./context.js";
+import { registerGcCommand } from "./gc.js";
+import { registerEventsCommand } from "./events.js";
 import { registerHostCommand } from "./host.js";
 import { registerKeyCommand } from "./key.js";
 import { printJson, type TextSink } from "./output.js";
@@ -14,12 +16,14 @@ import { registerPublishCommand } from "./publish.js";
 import { registerRepoCommand } from "./repo.js";
 import { registerServeCommand } from "./serve.js";
 import { registerSnapshotCommand } from "./snapshot.js";
+import { registerStatsCommand } from "./stats.js";
 import { registerTagCommand, registerTaggingCommands } from "./tag.js";
 import { registerTargetCommand } from "./target.js";
 import { registerTaskCommand } from "./task.js";
 import { registerTokenCommand } from "./token.js";
 import { registerUserCommand } from "./user.js";
 import { registerVersionCommand } from "./version.js";
+import { registerWebhookCommand } from "./webhook.js";
 import { registerWorkerCommand } from "./worker.js";
 
 const GLOBALS = ["hub", "token"] as const satisfies readonly (keyof GlobalOptions)[];
@@ -60,10 +64,14 @@ export function buildProgram(): Command {
   registerTaggingCommands(program);
   registerTargetCommand(program);
   registerBuildCommands(program);
+  registerStatsCommand(program);
   registerRepoCommand(program);
   registerSnapshotCommand(program);
   registerPublishCommand(program);
   registerKeyCommand(program);
+  registerEventsCommand(program);
+  registerWebhookCommand(program);
+  registerGcCommand(program);
   registerVersionCommand(program);
   return program;
 }
@@ -89,6 +97,7 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   QUERY_INVALID: "queries are Aptly's: `name`, `name (>= 1.0)`, `Field (% glob*)`, joined with `,` `|` `!`",
   PUBLISH_NOT_SERVED:
     "the new generation is live on the hub's disk; a cache or proxy in front of /apt/ may serve an old copy",
+  WEBHOOK_NOT_FOUND: "`kiln webhook list` shows the webhooks there are",
   SHUTTING_DOWN: "try again once the hub is back",
   INTERNAL: "the hub's log says more",
 };

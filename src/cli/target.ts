@@ -1,6 +1,7 @@
 /** `kiln target …`: build targets — the tag a build's environment comes from and the tag it lands in. */
 import type { Command } from "commander";
 import type { TargetJson } from "../client/types.js";
+import { parseRetryCount, parseRetryOn } from "../builds/retry-policy.js";
 import { clientFor } from "./context.js";
 import { printJson, printTable } from "./output.js";
 
@@ -39,8 +40,36 @@ export function registerTargetCommand(program: Command): void {
         { header: "name", value: (t) => t.name },
         { header: "build tag", value: (t) => t.buildTag },
         { header: "dest tag", value: (t) => t.destTag },
+        { header: "retry", value: (t) => t.retry ?? "default" },
       ]);
     });
+
+  target
+    .command("edit")
+    .description("Edit a build target's retry policy (admin)")
+    .argument("<name>", "the target's name")
+    .option("--retry <n>", "how many times a failed build step runs again")
+    .option("--retry-on <list>", "which failures are transient: exit:75,exit:80-82,signal:KILL,infra")
+    .option("--retry-default", "forget the target's policy: kiln.toml's [retry] default applies")
+    .option("--json", "print the target as JSON")
+    .action(
+      async (
+        name: string,
+        opts: { retry?: string; retryOn?: string; retryDefault?: boolean; json?: boolean },
+        cmd: Command,
+      ) => {
+        const req: { retry?: number; retryOn?: string; retryPolicy?: string | null } = {};
+        // Checked here too, so a typo fails before any call with the same stable code.
+        if (opts.retry !== undefined) req.retry = parseRetryCount(opts.retry);
+        if (opts.retryOn !== undefined) req.retryOn = formatOn(opts.retryOn);
+        if (opts.retryDefault) req.retryPolicy = null;
+        const edited = await clientFor(cmd).editTarget(name, req);
+        if (opts.json) return printJson(edited);
+        process.stdout.write(
+          `Target ${edited.name}: retry ${edited.retry ?? "as kiln.toml's default says"}.\n`,
+        );
+      },
+    );
 
   target
     .command("delete")
@@ -50,4 +79,10 @@ export function registerTargetCommand(program: Command): void {
       await clientFor(cmd).deleteTarget(name);
       process.stdout.write(`Deleted target ${name}.\n`);
     });
+}
+
+/** Validates a --retry-on list locally; the hub parses it again. */
+function formatOn(list: string): string {
+  parseRetryOn(list);
+  return list;
 }

@@ -22,6 +22,8 @@ import type {
   TaggedBuildJson,
   TagJson,
   TargetJson,
+  BuildAttemptJson,
+  StatsJson,
   ClaimedTask,
   CreateTaskRequest,
   HelloRequest,
@@ -32,6 +34,7 @@ import type {
   TokenJson,
   WhoAmI,
 } from "./types.js";
+import type { EventJson, WebhookDeliveryJson, WebhookInput, WebhookJson } from "../events/event-json.js";
 
 export interface ClientOptions {
   hub: string;
@@ -281,6 +284,40 @@ export class KilnClient {
     return this.request("PATCH", `/api/v1/hosts/${encodeURIComponent(name)}`, req);
   }
 
+  // Events and webhooks
+  listEvents(
+    q: { since?: number; type?: string; limit?: number; newest?: boolean } = {},
+  ): Promise<{ events: EventJson[]; next: number }> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString();
+    return this.request("GET", `/api/v1/events${qs ? `?${qs}` : ""}`);
+  }
+  listWebhooks(): Promise<WebhookJson[]> {
+    return this.request("GET", "/api/v1/webhooks");
+  }
+  getWebhook(id: number): Promise<WebhookJson> {
+    return this.request("GET", `/api/v1/webhooks/${id}`);
+  }
+  addWebhook(req: WebhookInput & { url: string; events: string[] }): Promise<WebhookJson> {
+    return this.request("POST", "/api/v1/webhooks", req);
+  }
+  editWebhook(id: number, req: WebhookInput): Promise<WebhookJson> {
+    return this.request("PATCH", `/api/v1/webhooks/${id}`, req);
+  }
+  removeWebhook(id: number): Promise<WebhookJson> {
+    return this.request("DELETE", `/api/v1/webhooks/${id}`);
+  }
+  testWebhook(id: number): Promise<{ eventId: number }> {
+    return this.request("POST", `/api/v1/webhooks/${id}/test`, {});
+  }
+  webhookDeliveries(id: number, q: { limit?: number; event?: number } = {}): Promise<WebhookDeliveryJson[]> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString();
+    return this.request("GET", `/api/v1/webhooks/${id}/deliveries${qs ? `?${qs}` : ""}`);
+  }
+
   // Tokens (admin)
   listTokens(): Promise<TokenJson[]> {
     return this.request("GET", "/api/v1/tokens");
@@ -456,6 +493,12 @@ export class KilnClient {
   }
   createTarget(req: { name: string; buildTag: string; destTag: string }): Promise<TargetJson> {
     return this.request("POST", "/api/v1/targets", req);
+  }
+  editTarget(
+    name: string,
+    req: { retry?: number; retryOn?: string; retryPolicy?: string | null },
+  ): Promise<TargetJson> {
+    return this.request("PATCH", `/api/v1/targets/${encodeURIComponent(name)}`, req);
   }
   deleteTarget(name: string): Promise<void> {
     return this.request("DELETE", `/api/v1/targets/${encodeURIComponent(name)}`);
@@ -652,6 +695,14 @@ export class KilnClient {
       "GET",
       `/api/v1/builds/${typeof ref === "number" ? ref : ref.split("/").map(encodeURIComponent).join("/")}`,
     );
+  }
+  /** Every attempt of the build's steps (retries, requeues), oldest first. */
+  getBuildAttempts(id: number): Promise<BuildAttemptJson[]> {
+    return this.request("GET", `/api/v1/builds/${id}/attempts`);
+  }
+  stats(q: { since?: string } = {}): Promise<StatsJson> {
+    const qs = q.since === undefined ? "" : `?since=${encodeURIComponent(q.since)}`;
+    return this.request("GET", `/api/v1/stats${qs}`);
   }
   listBuilds(q: { package?: string; state?: string; limit?: number } = {}): Promise<BuildJson[]> {
     const params = new URLSearchParams();

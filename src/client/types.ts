@@ -23,6 +23,8 @@ export interface HostJson {
   reported: Record<string, unknown> | null;
   lastSeenAt: string | null;
   createdAt: string;
+  /** Why it is disabled: a quarantine says so; null when enabled or disabled by hand. */
+  disabledReason?: string | null;
 }
 
 export interface TokenJson {
@@ -172,6 +174,8 @@ export interface TargetJson {
   name: string;
   buildTag: string;
   destTag: string;
+  /** The target's retry policy (`2 on exit:75`), or null when kiln.toml's default applies. */
+  retry?: string | null;
 }
 
 export interface CreateBuildRequest {
@@ -270,3 +274,49 @@ export interface SnapshotDetailJson extends SnapshotJson {
   packages?: PackageJson[];
 }
 export type RepoTaskAnswer<R> = { task: TaskJson; result: R } | { task: TaskJson; result?: undefined };
+
+/** Percentiles of a duration, in seconds; null when nothing was measured. */
+export interface DurationStatsJson {
+  count: number;
+  p50: number | null;
+  p95: number | null;
+}
+
+/** `GET /api/v1/stats`: the build-health view over a window. */
+export interface StatsJson {
+  since: string;
+  until: string;
+  builds: {
+    total: number;
+    complete: number;
+    failed: number;
+    canceled: number;
+    building: number;
+    /** complete / (complete + failed); null when none ended. */
+    successRate: number | null;
+  };
+  /** From a build step's creation to its first start. */
+  queueWait: DurationStatsJson;
+  /** A complete build, from submission to import. */
+  buildTime: DurationStatsJson;
+  slowest: { package: string; builds: number; p50: number; max: number }[];
+  /** Packages whose build steps failed and then passed on retry. */
+  flakiest: { package: string; flakySteps: number; retries: number }[];
+  hostFailures: { host: string; failures: number; infra: number }[];
+}
+
+/** One attempt of a build's step, as `kiln build-info` lists them. */
+export interface BuildAttemptJson {
+  taskId: number;
+  method: string;
+  arch: string | null;
+  attempt: number;
+  host: string | null;
+  outcome: string;
+  errorCode: string | null;
+  exitCode: number | null;
+  signal: string | null;
+  startedAt: string | null;
+  /** Seconds; null while it runs. */
+  duration: number | null;
+}

@@ -1,7 +1,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseToml } from "smol-toml";
+import { formatRetryPolicy, parseRetryPolicy } from "../builds/retry-policy.js";
 import { KilnError } from "../errors/catalogue.js";
+import { readWebhookConfig, type WebhookConfig } from "../events/webhook-config.js";
 
 /** Timings and limits of the task engine, all in seconds unless named otherwise. */
 export interface EngineConfig {
@@ -16,6 +18,11 @@ export interface EngineConfig {
   logLimitBytes: number;
   /** Per-method default timeouts; `default` applies to methods not listed. */
   timeouts: Record<string, number>;
+  /** Retry policy of targets that set none (kiln.toml `[retry] default`); see builds/retry-policy.ts. */
+  retryDefault: string;
+  /** Infra failure incidents within quarantineWindow seconds that quarantine a host; 0: never. */
+  quarantineFailures: number;
+  quarantineWindow: number;
 }
 
 export interface HubConfig {
@@ -31,8 +38,19 @@ export interface HubConfig {
   policies: Record<string, string>;
   /** Largest file one upload may hold. */
   uploadLimitBytes: number;
+  /** Seconds between automatic garbage collections (kiln.toml `gc_interval`); 0 turns them off. Default 3600. */
+  gcInterval?: number;
   /** Serve the Aptly-compatible API (/api, not /api/v1) without a token, as user "aptly". */
   aptlyAnonymous?: boolean;
+  /** Let tokenless GET calls read the native API (the web UI without sign-in). kiln.toml `ui_public_reads`. */
+  uiPublicReads?: boolean;
+  /**
+   * Who may read /metrics without a token: "always", "loopback" (the default: scrapers on this
+   * machine) or "never" (a token is needed). kiln.toml: `metrics_public = true | false`.
+   */
+  metricsPublic?: "always" | "loopback" | "never";
+  /** Webhook delivery, kiln.toml's [webhooks]; defaults when absent. */
+  webhooks?: WebhookConfig;
 }
 
 export const DEFAULT_ENGINE: EngineConfig = {
@@ -46,10 +64,14 @@ export const DEFAULT_ENGINE: EngineConfig = {
   killGrace: 10,
   logLimitBytes: 64 * 1024 * 1024,
   timeouts: { default: 7200, build: 7200, buildArch: 7200, publish: 1800 },
+  retryDefault: "none",
+  quarantineFailures: 3,
+  quarantineWindow: 600,
 };
 
 export const DEFAULT_LISTEN = "127.0.0.1:8471";
 export const DEFAULT_UPLOAD_LIMIT = 4 * 1024 ** 3;
+export const DEFAULT_GC_INTERVAL = 3600;
 
 function readPolicies(raw: unknown): Record<string, string> {
   if (raw === undefined) return {};
@@ -105,6 +127,8 @@ function readEngine(raw: unknown): Partial<EngineConfig> {
     claim_wait_max: "claimWaitMax",
     kill_grace: "killGrace",
     log_limit_bytes: "logLimitBytes",
+    quarantine_failures: "quarantineFailures",
+    quarantine_window: "quarantineWindow",
   };
   const out: Partial<EngineConfig> = {};
   for (const [key, value] of Object.entries(table)) {
@@ -123,6 +147,26 @@ function readEngine(raw: unknown): Partial<EngineConfig> {
     (out as Record<string, number>)[field] = asNumber(value, `engine.${key}`);
   }
   return out;
+}
+
+/** kiln.toml's `[retry]` table: `default = "2 on exit:75,signal:KILL"`. */
+function readRetryDefault(raw: unknown): string | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "object" || raw === null)
+    throw new KilnError("CONFIG_INVALID", "kiln.toml: [retry] must be a table");
+  const table = raw as Record<string, unknown>;
+  for (const key of Object.keys(table)) {
+    if (key !== "default") throw new KilnError("CONFIG_INVALID", `kiln.toml: unknown setting retry.${key}`);
+  }
+  const text = table.default;
+  if (text === undefined) return undefined;
+  if (typeof text !== "string")
+    throw new KilnError("CONFIG_INVALID", "kiln.toml: retry.default must be a string");
+  try {
+    return formatRetryPolicy(parseRetryPolicy(text));
+  } catch (err) {
+    throw new KilnError("CONFIG_INVALID", `kiln.toml: retry.default: ${(err as Error).message}`);
+  }
 }
 
 function readFile(dataDir: string): Record<string, unknown> {
@@ -173,14 +217,29 @@ export function loadHubConfig(flags: HubFlags, env: NodeJS.ProcessEnv = process.
     worker,
     workerName: env.KILN_WORKER_NAME ?? str("worker_name"),
     logLevel: env.KILN_LOG_LEVEL ?? str("log_level") ?? "info",
-    engine: { ...DEFAULT_ENGINE, ...readEngine(file.engine) },
+    engine: {
+      ...DEFAULT_ENGINE,
+      ...readEngine(file.engine),
+      retryDefault: readRetryDefault(file.retry) ?? DEFAULT_ENGINE.retryDefault,
+    },
     policies: readPolicies(file.policy),
+    gcInterval:
+      env.KILN_GC_INTERVAL !== undefined && env.KILN_GC_INTERVAL !== ""
+        ? asNumber(Number(env.KILN_GC_INTERVAL), "KILN_GC_INTERVAL")
+        : file.gc_interval === undefined
+          ? DEFAULT_GC_INTERVAL
+          : asNumber(file.gc_interval, "gc_interval"),
     uploadLimitBytes:
       file.upload_limit_bytes === undefined
         ? DEFAULT_UPLOAD_LIMIT
         : asNumber(file.upload_limit_bytes, "upload_limit_bytes"),
     aptlyAnonymous:
       flags.aptlyAnonymous ?? envBool(env.KILN_APTLY_ANONYMOUS) ?? fileBool(file, "aptly_anonymous") ?? false,
+    uiPublicReads: envBool(env.KILN_UI_PUBLIC_READS) ?? fileBool(file, "ui_public_reads") ?? false,
+    metricsPublic: ((v) => (v === undefined ? "loopback" : v ? "always" : "never"))(
+      envBool(env.KILN_METRICS_PUBLIC) ?? fileBool(file, "metrics_public"),
+    ),
+    webhooks: readWebhookConfig(file.webhooks, env),
   };
 }
 

@@ -10,6 +10,8 @@ import * as m001 from "./migrations/001-core.js";
 import * as m002 from "./migrations/002-builds.js";
 import * as m003 from "./migrations/003-dispatch-index.js";
 import * as m004 from "./migrations/004-repos.js";
+import * as m005 from "./migrations/005-webhooks.js";
+import * as m006 from "./migrations/006-reliability.js";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -29,6 +31,8 @@ const MIGRATIONS: { name: string; up: typeof m001.up }[] = [
   { name: "002-builds", up: m002.up },
   { name: "003-dispatch-index", up: m003.up },
   { name: "004-repos", up: m004.up },
+  { name: "005-webhooks", up: m005.up },
+  { name: "006-reliability", up: m006.up },
 ];
 
 export function dialectOf(url: string): Dialect {

@@ -4,6 +4,34 @@ import { KilnError } from "../errors/catalogue.js";
 import type { Db } from "./database.js";
 import type { Database } from "./schema.js";
 import type { HostRow } from "../tasks/claim-task.js";
+import { recordEvent } from "../events/outbox.js";
+
+/**
+ * Marks a host as seen now. Most calls find it ready already and change one timestamp; when it
+ * was offline, it becomes ready and `host.online` is recorded in the caller's transaction.
+ */
+export async function markHostSeen(
+  trx: Kysely<Database>,
+  hostId: number,
+  now: number,
+  extra: { reported?: string } = {},
+): Promise<void> {
+  const seen = await trx
+    .updateTable("hosts")
+    .set({ last_seen_at: now, ...extra })
+    .where("id", "=", hostId)
+    .where("ready", "=", 1)
+    .executeTakeFirst();
+  if (seen.numUpdatedRows > 0n) return;
+  const back = await trx
+    .updateTable("hosts")
+    .set({ ready: 1, last_seen_at: now, ...extra })
+    .where("id", "=", hostId)
+    .where("ready", "=", 0)
+    .returning(["id", "name"])
+    .executeTakeFirst();
+  if (back) await recordEvent(trx, "host.online", { host: back.name, hostId: back.id }, null, now);
+}
 
 export const HOST_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
 const ARCH_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -77,14 +105,33 @@ export async function insertHost(
     .executeTakeFirstOrThrow();
 }
 
-export async function updateHost(db: Kysely<Database>, name: string, input: HostInput): Promise<HostRow> {
+/** Changes a host; enabling or disabling it records host.enabled / host.disabled (pass a transaction to make that atomic). */
+export async function updateHost(
+  db: Kysely<Database>,
+  name: string,
+  input: HostInput,
+  now: number = Date.now(),
+): Promise<HostRow> {
   validateHostInput(input);
   const set: Partial<Record<string, unknown>> = {};
   if (input.arches !== undefined) set.arches = JSON.stringify(input.arches);
   if (input.channels !== undefined) set.channels = JSON.stringify(input.channels);
   if (input.capacity !== undefined) set.capacity = input.capacity;
   if (input.description !== undefined) set.description = input.description;
-  if (input.enabled !== undefined) set.enabled = input.enabled ? 1 : 0;
+  if (input.enabled !== undefined) {
+    // Only a real change of state is an event; the guard on the old value tells which.
+    const flipped = await db
+      .updateTable("hosts")
+      .set({ enabled: input.enabled ? 1 : 0 })
+      .where("name", "=", name)
+      .where("enabled", "=", input.enabled ? 0 : 1)
+      .returning(["id", "name"])
+      .executeTakeFirst();
+    if (flipped) {
+      const type = input.enabled ? "host.enabled" : "host.disabled";
+      await recordEvent(db, type, { host: flipped.name, hostId: flipped.id }, null, now);
+    }
+  }
   if (Object.keys(set).length === 0) return getHostByName(db, name);
   const row = await db
     .updateTable("hosts")

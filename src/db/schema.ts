@@ -32,6 +32,9 @@ export interface HostsTable {
   reported: string | null;
   last_seen_at: number | null;
   created_at: number;
+  /** Why the host is disabled (a quarantine says so); null when enabled or disabled by hand. */
+  disabled_reason: Generated<string | null>;
+  enabled_at: Generated<number | null>;
 }
 
 export interface TasksTable {
@@ -63,6 +66,8 @@ export interface TasksTable {
   claimed_at: number | null;
   completed_at: number | null;
   updated_at: number;
+  /** Build failures retried under the target's retry policy (infra failures count apart). */
+  retries: Generated<number>;
 }
 
 export interface TaskLocksTable {
@@ -85,6 +90,50 @@ export interface EventsTable {
   actor: string | null;
   data: string;
   created_at: number;
+}
+
+export interface WebhooksTable {
+  id: Generated<number>;
+  url: string;
+  /** JSON array of event type patterns (`build.failed`, `build.*`). */
+  events: string;
+  secret: string | null;
+  format: string;
+  description: string | null;
+  enabled: number;
+  disabled_reason: string | null;
+  /** The last event id fanned out into deliveries. */
+  cursor: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface WebhookDeliveriesTable {
+  id: Generated<number>;
+  uuid: string;
+  webhook_id: number;
+  event_id: number;
+  event_type: string;
+  /** pending | delivered | failed (given up) */
+  state: string;
+  attempts: number;
+  next_attempt_at: number;
+  created_at: number;
+  completed_at: number | null;
+}
+
+export interface WebhookAttemptsTable {
+  id: Generated<number>;
+  delivery_id: number;
+  attempt: number;
+  started_at: number;
+  duration_ms: number;
+  status: number | null;
+  error: string | null;
+  response: string | null;
 }
 
 export interface TagsTable {
@@ -126,6 +175,8 @@ export interface TargetsTable {
   build_tag_id: number;
   dest_tag_id: number;
   created_at: number;
+  /** The retry policy's text (see builds/retry-policy.ts); null: kiln.toml's default. */
+  retry_policy: Generated<string | null>;
 }
 
 export interface BuildsTable {
@@ -251,7 +302,24 @@ export interface PublicationGenerationsTable {
   live_at: number | null;
 }
 
+/** One attempt of a task: a claim (epoch) and how it ended. */
+export interface TaskAttemptsTable {
+  id: Generated<number>;
+  task_id: number;
+  epoch: number;
+  host_id: number | null;
+  /** closed | failed | retried | requeued | timeout */
+  outcome: string;
+  infra: number;
+  error_code: string | null;
+  exit_code: number | null;
+  signal: string | null;
+  started_at: number | null;
+  ended_at: number;
+}
+
 export interface Database {
+  task_attempts: TaskAttemptsTable;
   packages: PackagesTable;
   repos: ReposTable;
   repo_packages: RepoPackagesTable;
@@ -260,6 +328,9 @@ export interface Database {
   publications: PublicationsTable;
   publication_generations: PublicationGenerationsTable;
   events: EventsTable;
+  webhooks: WebhooksTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_attempts: WebhookAttemptsTable;
   tags: TagsTable;
   tag_inheritance: TagInheritanceTable;
   tag_packages: TagPackagesTable;

@@ -29,6 +29,12 @@ export const ERRORS = {
     message: "A relationship field (Depends, Build-Depends…) is malformed",
   },
   QUERY_INVALID: { status: 400, exit: 2, message: "The package query cannot be parsed" },
+  RETRY_POLICY_INVALID: {
+    status: 400,
+    exit: 2,
+    message: "The retry policy is malformed: expected a count and exit:CODE, signal:NAME or infra",
+  },
+  DURATION_INVALID: { status: 400, exit: 2, message: "The duration is not a number with s, m, h, d or w" },
   DEB_INVALID: { status: 400, exit: 2, message: "The file is not a valid Debian package" },
   ARCHIVE_INVALID: { status: 400, exit: 2, message: "The archive is corrupt" },
   ARCHIVE_UNSAFE: {
@@ -70,6 +76,16 @@ export const ERRORS = {
     exit: 4,
     message: "The tag already inherits from that parent",
   },
+  // Events and webhooks.
+  EVENT_TYPE_UNKNOWN: { status: 400, exit: 2, message: "No such event type; see `kiln events --help`" },
+  WEBHOOK_URL_INVALID: { status: 400, exit: 2, message: "The webhook URL is not an absolute http(s) URL" },
+  WEBHOOK_ADDRESS_FORBIDDEN: {
+    status: 400,
+    exit: 2,
+    message:
+      "The webhook's host is a loopback, private, link-local or metadata address; set [webhooks] allow_private to allow it",
+  },
+  WEBHOOK_NOT_FOUND: { status: 404, exit: 3, message: "No such webhook" },
   POLICY_SYNTAX: { status: 500, exit: 2, message: "A policy in the configuration cannot be parsed" },
   POLICY_ERROR: { status: 500, exit: 1, message: "A policy could not be evaluated" },
   POLICY_DENIED: { status: 403, exit: 5, message: "Refused by policy" },

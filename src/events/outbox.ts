@@ -1,5 +1,10 @@
-import type { Kysely } from "kysely";
-import type { Database } from "../db/schema.js";
+import { sql, type Kysely, type Selectable } from "kysely";
+import type { Db } from "../db/database.js";
+import type { Database, EventsTable } from "../db/schema.js";
+import type { EventJson } from "./event-json.js";
+import { matchesPatterns } from "./event-types.js";
+
+export type EventRow = Selectable<EventsTable>;
 
 /**
  * Appends an event in the caller's transaction and returns its id. Ids only grow, so tag history
@@ -26,4 +31,63 @@ export async function latestEventId(db: Kysely<Database>): Promise<number> {
     .select((eb) => eb.fn.max("id").as("id"))
     .executeTakeFirst();
   return row?.id ?? 0;
+}
+
+/**
+ * Events after `since`, oldest first, that a reader may safely move its cursor past. On
+ * PostgreSQL an id is taken at insert but seen only at commit, so a smaller id can appear after
+ * a larger one: only events written by transactions older than every one still running are
+ * returned (the rest follow as soon as those end). SQLite has one writer, so ids commit in order.
+ */
+export async function readEvents(
+  db: Db,
+  opts: {
+    since?: number;
+    types?: readonly string[];
+    limit?: number;
+    /** The newest `limit` events instead of the oldest after `since` (still returned oldest first). */
+    newest?: boolean;
+    trx?: Kysely<Database>;
+  },
+): Promise<EventRow[]> {
+  const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1000);
+  let q = (opts.trx ?? db.kysely)
+    .selectFrom("events")
+    .select(["id", "type", "actor", "data", "created_at"])
+    .where("id", ">", opts.since ?? 0);
+  if (db.dialect === "postgres") {
+    q = q.where(sql<boolean>`txid < pg_snapshot_xmin(pg_current_snapshot())`);
+  }
+  const types = opts.types;
+  if (types && types.length > 0 && !types.includes("*")) {
+    const exact = types.filter((t) => !t.endsWith(".*"));
+    const prefixes = types.filter((t) => t.endsWith(".*")).map((t) => t.slice(0, -1));
+    q = q.where((eb) =>
+      eb.or([
+        ...(exact.length > 0 ? [eb("type", "in", exact)] : []),
+        ...prefixes.map((p) => eb("type", "like", `${p}%`)),
+      ]),
+    );
+  }
+  const rows = opts.newest
+    ? (await q.orderBy("id", "desc").limit(limit).execute()).reverse()
+    : await q.orderBy("id", "asc").limit(limit).execute();
+  // LIKE's `_` matches any character: keep only what the patterns really name.
+  return types && types.length > 0 ? rows.filter((r) => matchesPatterns(r.type, types)) : rows;
+}
+
+export function toEventJson(row: EventRow): EventJson {
+  let data: Record<string, unknown>;
+  try {
+    data = JSON.parse(row.data) as Record<string, unknown>;
+  } catch {
+    data = {};
+  }
+  return {
+    id: row.id,
+    type: row.type,
+    actor: row.actor,
+    data,
+    createdAt: new Date(row.created_at).toISOString(),
+  };
 }

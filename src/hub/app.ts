@@ -8,7 +8,10 @@ import { KilnError } from "../errors/catalogue.js";
 import { Authenticator } from "./auth.js";
 import type { HubDeps } from "./deps.js";
 import { OpenApiCollector } from "./openapi.js";
+import { createHubMetrics } from "./metrics.js";
 import { registerAptRoutes } from "./routes/apt.js";
+import { registerMetricsRoutes } from "./routes/metrics.js";
+import { registerStatsRoutes } from "./routes/v1/stats.js";
 import { registerAptlyRoutes } from "./routes/aptly/register-aptly-routes.js";
 import { registerHostRoutes } from "./routes/v1/hosts.js";
 import { registerKeyRoutes } from "./routes/v1/key.js";
@@ -18,8 +21,12 @@ import { registerTagRoutes } from "./routes/v1/tags.js";
 import { registerBuildRoutes } from "./routes/v1/builds.js";
 import { registerUserRoutes } from "./routes/v1/users.js";
 import { registerRepoRoutes } from "./routes/v1/repos.js";
+import { registerGcRoutes } from "./routes/v1/gc.js";
 import { registerTokenRoutes } from "./routes/v1/tokens.js";
 import { registerWorkerRoutes } from "./routes/v1/worker.js";
+import { registerEventRoutes } from "./routes/v1/events.js";
+import { registerWebhookRoutes } from "./routes/v1/webhooks.js";
+import { registerWebRoutes } from "./routes/web.js";
 
 declare module "fastify" {
   interface FastifySchema {
@@ -76,17 +83,34 @@ export async function buildApp(deps: HubDeps): Promise<FastifyInstance> {
     void reply.status(404).send(kerr.toJSON());
   });
   app.addHook("onRequest", auth.hook);
+  deps.metrics ??= createHubMetrics(deps.db);
+  const httpSeconds = deps.metrics.httpRequestSeconds;
+  app.addHook("onResponse", (req, reply, done) => {
+    // The route's pattern, not the URL: ids and names would make a series per request.
+    const route = req.routeOptions.url ?? "unmatched";
+    httpSeconds.observe(
+      { method: req.method, route, status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+    done();
+  });
 
   registerMetaRoutes(app, () => openapi.document());
+  registerMetricsRoutes(app, deps.metrics);
+  registerStatsRoutes(app);
   registerTaskRoutes(app);
   registerWorkerRoutes(app);
   registerHostRoutes(app);
   registerTokenRoutes(app);
   registerRepoRoutes(app);
+  registerGcRoutes(app);
   registerTagRoutes(app);
   registerBuildRoutes(app);
   registerUserRoutes(app);
   registerKeyRoutes(app);
+  registerEventRoutes(app);
+  registerWebhookRoutes(app);
+  registerWebRoutes(app);
   registerAptRoutes(app);
   await registerAptlyRoutes(app);
   await app.ready();

@@ -28,6 +28,9 @@ export const APTLY_ANONYMOUS: Principal = {
   host: null,
 };
 
+/** Who tokenless reads act as when `ui_public_reads` is on: no user, so nothing mutating passes. */
+export const PUBLIC_READER: Principal = { tokenId: 0, role: "user", user: null, host: null };
+
 /**
  * Resolves bearer tokens (and HTTP Basic, whose password is the token, for proxies and Aptly
  * clients) to a principal. A short cache keeps the hot worker calls off the tokens table;
@@ -82,6 +85,9 @@ export class Authenticator {
     const token = this.tokenFrom(req);
     if (token === undefined) {
       if (req.routeOptions.config.aptly && this.deps.config.aptlyAnonymous) req.principal = APTLY_ANONYMOUS;
+      else if (this.deps.config.uiPublicReads && (req.method === "GET" || req.method === "HEAD")) {
+        req.principal = PUBLIC_READER;
+      }
       return;
     }
     const principal = await this.resolve(token);

@@ -4,6 +4,7 @@ import type { UploadAreas } from "../artifacts/upload-area.js";
 import type { Policy } from "../builds/policy.js";
 import type { ArchiveKey } from "../publish/archive-key.js";
 import type { HubConfig } from "../config/config.js";
+import type { HubMetrics } from "./metrics.js";
 import type { EngineDeps } from "../tasks/deps.js";
 import type { Dispatcher } from "../tasks/dispatcher.js";
 
@@ -21,4 +22,6 @@ export interface HubDeps extends EngineDeps {
   policies: Record<string, Policy>;
   /** The OpenPGP key that signs publications (`<data>/keys/gnupg`). */
   archiveKey: ArchiveKey;
+  /** Prometheus metrics; buildApp makes a registry of its own when none is given. */
+  metrics?: HubMetrics;
 }

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import { KilnClient } from "../client/client.js";
-import type { HubConfig } from "../config/config.js";
+import { DEFAULT_GC_INTERVAL, type HubConfig } from "../config/config.js";
 import { migrateDatabase, openDatabase, withWriteTx, type Db } from "../db/database.js";
 import { insertHost, updateHost } from "../db/hosts.js";
 import { createHostToken, createUserToken } from "../db/tokens.js";
@@ -21,6 +21,9 @@ import type { HandlerMap } from "../worker/handler.js";
 import { defaultWorkerHandlers } from "../worker/handlers/index.js";
 import { detectArches, detectCapabilities } from "../worker/host-facts.js";
 import { buildApp } from "./app.js";
+import { clearWebhookLeases, WebhookDeliverer } from "../events/deliver-webhooks.js";
+import { DEFAULT_WEBHOOKS } from "../events/webhook-config.js";
+import { queueScheduledGc } from "./routes/v1/gc.js";
 import { reachableWorkDir } from "../worker/work-dir.js";
 import { BlobStore } from "../artifacts/blob-store.js";
 import { UploadAreas } from "../artifacts/upload-area.js";
@@ -37,6 +40,8 @@ import { TagPublicationTracker } from "../publish/track-tags.js";
 import { recoverInterruptedPublishes } from "../publish/recover.js";
 import { createTask } from "../tasks/create-task.js";
 import "../builds/methods.js";
+import "../builds/retry-policy.js";
+import { createHubMetrics } from "./metrics.js";
 
 export const DATA_SUBDIRS = ["blobs", "upload", "public", "staging", "logs", "keys", "work"];
 
@@ -109,7 +114,8 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
   await migrateDatabase(db);
   const wake = new Waker(db, log);
   await wake.start();
-  const engineDeps = { db, clock, engine: config.engine, wake, log };
+  const metrics = createHubMetrics(db);
+  const engineDeps = { db, clock, engine: config.engine, wake, log, observer: metrics.taskObserver };
   const deps: HubDeps = {
     ...engineDeps,
     config,
@@ -120,6 +126,7 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
     uploads: new UploadAreas(path.join(config.data, "upload")),
     policies: compilePolicies(withDefaultPolicies(config.policies), { tests: HUB_POLICY_TESTS }),
     archiveKey: new ArchiveKey(config.data),
+    metrics,
   };
   await deps.blobs.cleanTemp();
   // Made (or found) now, so a broken gpg stops the start rather than the first publish.
@@ -154,6 +161,13 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
       tracker.tick().catch((err: unknown) => log.error({ err }, "republishing tracked tags failed"));
     }, 100).unref();
   });
+  // Webhooks go out from a loop of their own, never as engine tasks: a dead receiver must not
+  // hold a worker slot or delay a build. Commits wake it; it also polls, as events need no wake.
+  const webhookDeps = { db, clock, log, webhooks: config.webhooks ?? DEFAULT_WEBHOOKS };
+  if (db.dialect === "sqlite") await clearWebhookLeases(webhookDeps);
+  const webhooks = new WebhookDeliverer(webhookDeps);
+  webhooks.start();
+  const offWebhooks = wake.on(() => webhooks.kick());
   const sweeper = setInterval(() => {
     tracker.tick().catch((err: unknown) => log.error({ err }, "republishing tracked tags failed"));
     sweep(deps)
@@ -166,6 +180,14 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
       })
       .catch((err: unknown) => log.error({ err }, "sweep failed"));
   }, config.engine.sweepInterval * 1000);
+  // Garbage collection as a task of its own, queued behind the publishes it must not race.
+  const gcSeconds = config.gcInterval ?? DEFAULT_GC_INTERVAL;
+  const gcTimer =
+    gcSeconds > 0
+      ? setInterval(() => {
+          queueScheduledGc(deps).catch((err: unknown) => log.error({ err }, "queueing gc failed"));
+        }, gcSeconds * 1000).unref()
+      : undefined;
 
   // Hub-side methods run through the same claim path as any worker, as a host of their own.
   const workers: Worker[] = [];
@@ -235,10 +257,17 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
       // Workers first: they hand running tasks back through the still-open API.
       await Promise.all(workers.map((w) => w.stop()));
       clearInterval(sweeper);
+      offWebhooks();
+      await webhooks.stop();
+      clearInterval(gcTimer);
       offTrack();
       deps.dispatcher.close();
       for (const fn of [...deps.lifecycle.onClose]) fn();
+      // In-flight requests get a few seconds; then connections still busy (say, a client still
+      // sending a body the hub already refused) are cut, so a stop never hangs on them.
+      const cut = setTimeout(() => app.server.closeAllConnections(), 5000);
       await app.close();
+      clearTimeout(cut);
       await deps.archiveKey.close();
       await wake.close();
       await db.close();

@@ -1,5 +1,5 @@
-import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { constants, linkSync } from "node:fs";
 import {
   link,
   mkdir,
@@ -16,7 +16,13 @@ import {
 } from "node:fs/promises";
 import path from "node:path";
 import type { BlobStore } from "../artifacts/blob-store.js";
-import { compressIndex, componentReleaseFile, hashBytes, releaseFile } from "../debian/index-writers.js";
+import {
+  compressIndexChunks,
+  componentReleaseFile,
+  hashBytes,
+  hashBytesNoSha512,
+  releaseFile,
+} from "../debian/index-writers.js";
 import type { IndexFileEntry } from "../debian/index-writers.js";
 import { KilnError } from "../errors/catalogue.js";
 import type { PublicationPlan } from "./plan-publication.js";
@@ -127,14 +133,70 @@ async function mapLimit<T>(
 }
 
 /**
+ * The pool files of the generation this process last made live, per distribution: while that
+ * generation is still the live one, its files are on disk (the collector keeps every file a
+ * generation on disk lists, and never runs during a publish), so the next publish checks only
+ * the files it adds instead of stat()ing tens of thousands.
+ */
+const livePools = new Map<string, { generation: number; files: Map<string, string> }>();
+
+/**
  * Puts every pool file in place as a hard link to its blob (the pool and the blob store share
  * the data directory's file system). A file already there must be the same content: the pool
  * never has a file replaced under a client.
  */
-async function linkPool(root: string, plan: PublicationPlan, blobs: BlobStore): Promise<number> {
+async function linkPool(
+  root: string,
+  plan: PublicationPlan,
+  blobs: BlobStore,
+  known?: ReadonlyMap<string, string>,
+): Promise<number> {
+  const todo = known ? plan.pool.filter((e) => known.get(e.path) !== e.sha256) : plan.pool;
+  // Directories: each parent listed once, and only the missing ones made (a first publish of
+  // 20,000 packages makes 20,000 source directories; a stat() or a failed mkdir() each adds up).
+  const dirs = new Set(todo.map((e) => path.dirname(path.join(root, ...e.path.split("/")))));
+  const listed = new Map<string, Set<string>>();
+  const present = async (dir: string): Promise<boolean> => {
+    const parent = path.dirname(dir);
+    let names = listed.get(parent);
+    if (!names) {
+      names = new Set(await readdir(parent).catch(() => [] as string[]));
+      listed.set(parent, names);
+    }
+    return names.has(path.basename(dir));
+  };
+  const parents = new Set<string>();
+  for (const dir of dirs) parents.add(path.dirname(dir));
+  for (const parent of parents) await mkdir(parent, { recursive: true });
+  // Synchronous link() in slices: tens of thousands of quick calls the thread pool would only
+  // queue, while the event loop still gets a turn between slices.
+  const slices = async <T>(items: readonly T[], fn: (item: T) => void) => {
+    for (let i = 0; i < items.length; i += 2000) {
+      for (const item of items.slice(i, i + 2000)) fn(item);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  };
+  const missingDirs: string[] = [];
+  for (const dir of dirs) if (!(await present(dir))) missingDirs.push(dir);
+  // mkdir() is the slow part on ext4 (a new inode and directory block each): several at once.
+  await mapLimit(missingDirs, 8, async (dir) => {
+    await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
+  });
   let linked = 0;
-  const made = new Set<string>();
-  await mapLimit(plan.pool, 16, async (entry) => {
+  const clashes: PublicationPlan["pool"] = [];
+  await slices(todo, (entry) => {
+    try {
+      linkSync(blobs.path(entry.sha256), path.join(root, ...entry.path.split("/")));
+      linked++;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "EEXIST" && code !== "ENOENT") throw err;
+      clashes.push(entry); // already there (checked below), or the blob is missing
+    }
+  });
+  await mapLimit(clashes, 16, async (entry) => {
     const dest = path.join(root, ...entry.path.split("/"));
     const blob = blobs.path(entry.sha256);
     const there = await stat(dest).catch(() => undefined);
@@ -142,21 +204,17 @@ async function linkPool(root: string, plan: PublicationPlan, blobs: BlobStore): 
       await assertSameContent(dest, there, blob, entry);
       return;
     }
-    const dir = path.dirname(dest);
-    if (!made.has(dir)) {
-      await mkdir(dir, { recursive: true });
-      made.add(dir);
+    if (!(await blobs.has(entry.sha256))) {
+      throw new KilnError(
+        "INTERNAL",
+        `the blob of ${entry.path} (${entry.sha256}) is missing from the store`,
+      );
     }
+    await mkdir(path.dirname(dest), { recursive: true });
     try {
       await link(blob, dest);
       linked++;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT" && !(await blobs.has(entry.sha256))) {
-        throw new KilnError(
-          "INTERNAL",
-          `the blob of ${entry.path} (${entry.sha256}) is missing from the store`,
-        );
-      }
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       await assertSameContent(dest, await stat(dest), blob, entry); // another publish linked it first
     }
@@ -195,7 +253,18 @@ export async function applyPublication(
 ): Promise<ApplyResult> {
   const { plan } = input;
   const paths = distPaths(dirs, input.prefix, plan.distribution);
-  const poolFilesLinked = await linkPool(paths.root, plan, blobs);
+  const liveGeneration = await liveGenerationOnDisk(dirs, input.prefix, plan.distribution);
+  const cachedPool = livePools.get(paths.gens);
+  livePools.delete(paths.gens); // set again once this generation is live
+  // The pool fills while the indexes are staged (a first publish of a large repo makes a
+  // directory per source package); both are done before the switch.
+  const pooled = linkPool(
+    paths.root,
+    plan,
+    blobs,
+    cachedPool && cachedPool.generation === liveGeneration ? cachedPool.files : undefined,
+  );
+  pooled.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
 
   const stage = path.join(
     dirs.stagingDir,
@@ -208,7 +277,7 @@ export async function applyPublication(
       const bytes = typeof data === "string" ? Buffer.from(data) : data;
       // No SHA512: apt fetches by-hash under the strongest hash a Release lists, and SHA256 is
       // the one by-hash directory kept (as Debian's archive does).
-      const { sha512: _unused, ...h } = hashBytes(bytes);
+      const h = hashBytesNoSha512(bytes);
       const file = path.join(stage, ...rel.split("/"));
       await writeDurable(file, bytes);
       listed.push({ path: rel, ...h });
@@ -227,22 +296,26 @@ export async function applyPublication(
         await mkdir(path.join(stage, index.component, index.dir), { recursive: true });
       }
       const raw = Buffer.from(index.content);
-      const { gz, xz } = await compressIndex(raw);
-      await add(`${rel}/${index.name}`, raw);
-      await add(`${rel}/${index.name}.gz`, gz);
-      await add(`${rel}/${index.name}.xz`, xz);
-      await add(
-        `${rel}/Release`,
-        componentReleaseFile({
-          archive: plan.distribution,
-          codename: plan.distribution,
-          component: index.component,
-          architecture: index.architecture,
-          origin: input.meta.origin,
-          label: input.meta.label,
-          acquireByHash: true,
-        }),
-      );
+      const { gz, xz } = await compressIndexChunks(index.chunks);
+      await mkdir(path.join(stage, index.component, index.dir, "by-hash", "SHA256"), { recursive: true });
+      // Side by side: their fsyncs overlap.
+      await Promise.all([
+        add(`${rel}/${index.name}`, raw),
+        add(`${rel}/${index.name}.gz`, gz),
+        add(`${rel}/${index.name}.xz`, xz),
+        add(
+          `${rel}/Release`,
+          componentReleaseFile({
+            archive: plan.distribution,
+            codename: plan.distribution,
+            component: index.component,
+            architecture: index.architecture,
+            origin: input.meta.origin,
+            label: input.meta.label,
+            acquireByHash: true,
+          }),
+        ),
+      ]);
     });
     listed.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     const date = await releaseDate(paths.link, input.date);
@@ -268,6 +341,7 @@ export async function applyPublication(
       await writeDurable(path.join(stage, "Release.gpg"), detached);
     }
     await verifyStaged(stage, listed);
+    const poolFilesLinked = await pooled;
     for (const d of [...dirsMade].map((r) => path.join(stage, r))) await fsyncDir(d);
     await fsyncDir(stage);
 
@@ -280,6 +354,10 @@ export async function applyPublication(
     await carryByHash(paths.gens, input.generation, input.byHashFrom ?? 3);
     await stampLater(genDir, paths.link, date);
     await switchLink(paths.link, path.join(GEN_DIR, plan.distribution, String(input.generation)));
+    livePools.set(paths.gens, {
+      generation: input.generation,
+      files: new Map(plan.pool.map((e) => [e.path, e.sha256])),
+    });
     await pruneGenerations(paths.gens, input.generation, input.keep ?? 5);
     return {
       releaseSha256: hashBytes(Buffer.from(release)).sha256,
@@ -287,6 +365,7 @@ export async function applyPublication(
       poolFilesLinked,
     };
   } finally {
+    await pooled.catch(() => undefined);
     await rm(stage, { recursive: true, force: true });
   }
 }
@@ -324,8 +403,8 @@ async function stampLater(genDir: string, liveLink: string, wanted: Date): Promi
 async function verifyStaged(stage: string, listed: readonly IndexFileEntry[]): Promise<void> {
   await mapLimit(listed, 8, async (entry) => {
     const data = await readFile(path.join(stage, ...entry.path.split("/")));
-    const h = hashBytes(data);
-    if (h.size !== entry.size || h.sha256 !== entry.sha256) {
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    if (data.length !== entry.size || sha256 !== entry.sha256) {
       throw new KilnError("PUBLISH_VERIFY_FAILED", `staged ${entry.path} does not match its Release entry`, {
         path: entry.path,
       });
@@ -392,8 +471,12 @@ export async function switchGeneration(
 }
 
 /**
- * A client that fetched the previous InRelease a moment ago asks for the indexes it promised by
- * hash: the new generation serves those too (hard links, no copies).
+ * A client that fetched an earlier InRelease a moment ago asks for the indexes it promised by
+ * hash: the new generation serves those too (hard links, no copies). It serves what the Release
+ * of each older generation still on disk lists (up to `count` - 1 of them), and what the one
+ * before it carried that was written in the last ten minutes (quick successive publishes leave
+ * a slow client several generations behind). Nothing older is carried, so by-hash directories
+ * do not grow generation after generation.
  */
 async function carryByHash(gensDir: string, generation: number, count: number): Promise<void> {
   const older = (await readdir(gensDir))
@@ -402,19 +485,40 @@ async function carryByHash(gensDir: string, generation: number, count: number): 
     .sort((a, b) => b - a)
     .slice(0, Math.max(0, count - 1));
   const target = path.join(gensDir, String(generation));
+  const dirsMade = new Set<string>();
+  const carry = async (from: string, rel: string, name: string) => {
+    if (!dirsMade.has(rel)) {
+      await mkdir(path.join(target, rel), { recursive: true });
+      dirsMade.add(rel);
+    }
+    await link(path.join(from, rel, name), path.join(target, rel, name)).catch(
+      (err: NodeJS.ErrnoException) => {
+        // ENOENT: a generation written before every file had its by-hash copy.
+        if (err.code !== "EEXIST" && err.code !== "ENOENT") throw err;
+      },
+    );
+  };
   for (const g of older) {
     const from = path.join(gensDir, String(g));
-    for (const rel of await byHashDirs(from)) {
-      const dest = path.join(target, rel);
-      await mkdir(dest, { recursive: true });
-      for (const name of await readdir(path.join(from, rel))) {
-        await link(path.join(from, rel, name), path.join(dest, name)).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== "EEXIST") throw err;
-        });
-      }
+    const release = await readFile(path.join(from, "Release"), "utf8").catch(() => undefined);
+    if (release === undefined) continue;
+    for (const { dir, sha256 } of sha256Listed(release)) {
+      await carry(from, path.join(...dir.split("/"), "by-hash", "SHA256"), sha256);
+    }
+  }
+  const previous = older[0];
+  if (previous === undefined) return;
+  const from = path.join(gensDir, String(previous));
+  const since = Date.now() - BY_HASH_RECENT_MS;
+  for (const rel of await byHashDirs(from)) {
+    for (const name of await readdir(path.join(from, rel)).catch(() => [] as string[])) {
+      const st = await stat(path.join(from, rel, name)).catch(() => undefined);
+      if (st && st.mtimeMs >= since) await carry(from, rel, name);
     }
   }
 }
+
+const BY_HASH_RECENT_MS = 10 * 60 * 1000;
 
 async function byHashDirs(genDir: string): Promise<string[]> {
   const out: string[] = [];
@@ -425,6 +529,24 @@ async function byHashDirs(genDir: string): Promise<string[]> {
       const rel = path.join(comp.name, sub.name, "by-hash", "SHA256");
       if (await stat(path.join(genDir, rel)).catch(() => undefined)) out.push(rel);
     }
+  }
+  return out;
+}
+
+/** The directory and SHA256 of every file a Release's SHA256 list names. */
+function sha256Listed(release: string): { dir: string; sha256: string }[] {
+  const out: { dir: string; sha256: string }[] = [];
+  let inList = false;
+  for (const line of release.split("\n")) {
+    if (!line.startsWith(" ")) {
+      inList = line === "SHA256:";
+      continue;
+    }
+    if (!inList) continue;
+    const m = /^ ([0-9a-f]{64}) +[0-9]+ (.+)$/.exec(line);
+    const file = m?.[2];
+    if (!m?.[1] || file === undefined || !file.includes("/")) continue;
+    out.push({ dir: file.slice(0, file.lastIndexOf("/")), sha256: m[1] });
   }
   return out;
 }

@@ -59,3 +59,32 @@ export const poolLock = (prefix: string, exclusive = false): LockSpec => ({
   resource: `pool:${prefix}`,
   exclusive,
 });
+
+/**
+ * `gc` (admin, queued by POST /api/v1/gc and the hub's timer, never through POST /tasks): it
+ * sweeps the pools of the prefixes whose `pool:` lock it holds exclusive (see collect-garbage.ts).
+ */
+registerMethod({
+  name: "gc",
+  channel: "hub",
+  arch: "noarch",
+  weight: 0.1,
+  adminOnly: true,
+  userCreatable: false,
+  validateArgs(args) {
+    const a = (args ?? {}) as Record<string, unknown>;
+    const age = a.minAgeSeconds;
+    if (
+      typeof a !== "object" ||
+      Array.isArray(a) ||
+      (a.dryRun !== undefined && typeof a.dryRun !== "boolean") ||
+      (age !== undefined && (typeof age !== "number" || !Number.isInteger(age) || age < 0))
+    ) {
+      throw new KilnError(
+        "VALIDATION_FAILED",
+        "gc: args must be { dryRun?: boolean, minAgeSeconds?: integer >= 0 }",
+      );
+    }
+    return { dryRun: a.dryRun === true, ...(age !== undefined ? { minAgeSeconds: age } : {}) };
+  },
+});

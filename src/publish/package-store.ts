@@ -164,6 +164,26 @@ export function importPackageFile(blobs: BlobStore, file: string): Promise<Packa
   return file.endsWith(".dsc") ? importSourceFile(blobs, file) : importBinaryFile(blobs, file);
 }
 
+/**
+ * Records made from rows, by id and key: a row never changes, and the key (which names the
+ * content) guards against an id reused after a row was deleted, or another database's row.
+ * Publishing a large repo then reads ids and keys, not megabytes of control text.
+ */
+const recordCache = new Map<string, PackageRecord>();
+const RECORD_CACHE_MAX = 250_000;
+
+export function rememberPackageRecords(records: readonly PackageRecord[]): void {
+  for (const r of records) {
+    if (recordCache.size >= RECORD_CACHE_MAX) recordCache.clear();
+    recordCache.set(`${r.id} ${r.key}`, r);
+  }
+}
+
+/** The record of the row with this id and key, if this process has made it. */
+export function knownPackageRecord(id: number, key: string): PackageRecord | undefined {
+  return recordCache.get(`${id} ${key}`);
+}
+
 export function toPackageRecord(row: Selectable<PackagesTable>): PackageRecord {
   return {
     id: row.id,
@@ -207,6 +227,57 @@ export async function upsertPackage(
     .returningAll()
     .executeTakeFirstOrThrow();
   return toPackageRecord(row);
+}
+
+/**
+ * upsertPackage() for many at once, a few hundred rows per statement; the records come back in
+ * the order of `inputs`.
+ */
+export async function upsertPackages(
+  trx: Kysely<Database>,
+  inputs: readonly PackageInput[],
+  now: number,
+): Promise<PackageRecord[]> {
+  const byKey = new Map<string, PackageRecord>();
+  const keys = [...new Set(inputs.map((i) => i.key))];
+  for (let i = 0; i < keys.length; i += 500) {
+    const rows = await trx
+      .selectFrom("packages")
+      .selectAll()
+      .where("key", "in", keys.slice(i, i + 500))
+      .execute();
+    for (const row of rows) byKey.set(row.key, toPackageRecord(row));
+  }
+  const missing = new Map<string, PackageInput>();
+  for (const input of inputs) {
+    if (!byKey.has(input.key) && !missing.has(input.key)) missing.set(input.key, input);
+  }
+  // 10 columns a row: 50 rows stay well under SQLite's limit on bound parameters.
+  const toInsert = [...missing.values()];
+  for (let i = 0; i < toInsert.length; i += 50) {
+    const rows = await trx
+      .insertInto("packages")
+      .values(
+        toInsert.slice(i, i + 50).map((input) => ({
+          key: input.key,
+          name: input.name,
+          version: input.version,
+          arch: input.arch,
+          kind: input.kind,
+          source: input.source,
+          sha256: mainFile(input).sha256,
+          control: input.control,
+          files: JSON.stringify(input.files),
+          created_at: now,
+        })),
+      )
+      .returningAll()
+      .execute();
+    for (const row of rows) byKey.set(row.key, toPackageRecord(row));
+  }
+  const records = inputs.map((input) => byKey.get(input.key) as PackageRecord);
+  rememberPackageRecords(records);
+  return records;
 }
 
 export async function getPackageByKey(db: Kysely<Database>, key: string): Promise<PackageRecord> {

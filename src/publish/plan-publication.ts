@@ -1,4 +1,4 @@
-import { packagesStanza, poolDirectory } from "../debian/index-writers.js";
+import { indexChunks, packagesStanza, poolDirectory } from "../debian/index-writers.js";
 import { parseDsc, sourcesStanza } from "../debian/dsc-file.js";
 import { KilnError } from "../errors/catalogue.js";
 import { mainFile, type PackageRecord } from "./package-store.js";
@@ -30,6 +30,8 @@ export interface IndexEntry {
   architecture: string;
   name: "Packages" | "Sources";
   content: string;
+  /** `content` in pieces cut where its paragraphs say (indexChunks()), compressed one by one. */
+  chunks: string[];
 }
 
 export interface PublicationPlan {
@@ -139,21 +141,25 @@ export function planPublication(input: PlanInput): PublicationPlan {
       packageCount++;
     }
     for (const [arch, stanzas] of perArch) {
+      const chunks = indexChunks(stanzas);
       indexes.push({
         component,
         dir: `binary-${arch}`,
         architecture: arch,
         name: "Packages",
-        content: stanzas.join("\n"),
+        content: chunks.join(""),
+        chunks,
       });
     }
     if (withSource) {
+      const chunks = indexChunks(sources);
       indexes.push({
         component,
         dir: "source",
         architecture: "source",
         name: "Sources",
-        content: sources.join("\n"),
+        content: chunks.join(""),
+        chunks,
       });
     }
   }

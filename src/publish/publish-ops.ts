@@ -30,6 +30,7 @@ import {
   type PublicationSource,
   type PublicationSpec,
 } from "./publication-store.js";
+import { removeInterruptedStaging } from "./recover.js";
 import { getRepo, repoPackages } from "./repo-store.js";
 import { getSnapshot, snapshotPackages } from "./snapshot-store.js";
 
@@ -211,6 +212,7 @@ async function publishGenerationUnobserved(
   });
 
   const now = deps.clock.now();
+  let interrupted: number[] = [];
   const generation = await withWriteTx(deps.db, async (trx) => {
     const fresh = await trx
       .updateTable("publications")
@@ -220,12 +222,15 @@ async function publishGenerationUnobserved(
       .executeTakeFirstOrThrow();
     const gen = fresh.next_generation - 1;
     // We hold the publication's lock: any other generation still "staged" was cut off by a crash.
-    await trx
-      .updateTable("publication_generations")
-      .set({ state: "failed", error: "interrupted before it went live" })
-      .where("publication_id", "=", row.id)
-      .where("state", "=", "staged")
-      .execute();
+    interrupted = (
+      await trx
+        .updateTable("publication_generations")
+        .set({ state: "failed", error: "interrupted before it went live" })
+        .where("publication_id", "=", row.id)
+        .where("state", "=", "staged")
+        .returning("generation")
+        .execute()
+    ).map((g) => g.generation);
     await trx
       .insertInto("publication_generations")
       .values({
@@ -250,6 +255,8 @@ async function publishGenerationUnobserved(
     );
     return gen;
   });
+  // What a crashed attempt half-wrote would otherwise stay until the hourly sweep of a restart.
+  await removeInterruptedStaging(deps.db, deps.dirs.stagingDir, row, interrupted);
 
   let releaseSha256: string;
   try {

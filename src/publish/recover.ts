@@ -2,6 +2,9 @@ import { readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Db } from "../db/database.js";
 
+/** How applyPublication names a staging directory: `<dist>-<generation>-<12 hex digits>`. */
+const STAGING_TAIL_RE = /^[0-9a-f]{12}$/;
+
 /**
  * After a crash: generations left `staged` by a task that is no longer running failed (their
  * task, requeued, makes a new one), and staging directories nobody writes any more go. The live
@@ -34,5 +37,41 @@ export async function recoverInterruptedPublishes(db: Db, stagingDir: string, no
     const full = path.join(stagingDir, name);
     const st = await stat(full).catch(() => undefined);
     if (st && now - st.mtimeMs > 3_600_000) await rm(full, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Removes the staging directories of a publication's generations that a crash cut off (their
+ * task, requeued, found them still `staged`). Staging names carry no prefix, so a directory of
+ * another prefix's publication of the same distribution and generation, still being written,
+ * looks the same: such names are left to the hourly sweep above.
+ */
+export async function removeInterruptedStaging(
+  db: Db,
+  stagingDir: string,
+  publication: { id: number; distribution: string },
+  generations: readonly number[],
+): Promise<void> {
+  if (generations.length === 0) return;
+  // Listed before the rows are read: a publish whose directory is listed has its row already.
+  const names = await readdir(stagingDir).catch(() => [] as string[]);
+  const busy = await db.kysely
+    .selectFrom("publication_generations")
+    .innerJoin("publications", "publications.id", "publication_generations.publication_id")
+    .select("publication_generations.generation")
+    .where("publications.distribution", "=", publication.distribution)
+    .where("publications.id", "<>", publication.id)
+    .where("publication_generations.state", "=", "staged")
+    .where("publication_generations.generation", "in", [...generations])
+    .execute();
+  const busyGenerations = new Set(busy.map((b) => b.generation));
+  for (const g of generations) {
+    if (busyGenerations.has(g)) continue;
+    const head = `${publication.distribution}-${g}-`;
+    for (const name of names) {
+      if (name.startsWith(head) && STAGING_TAIL_RE.test(name.slice(head.length))) {
+        await rm(path.join(stagingDir, name), { recursive: true, force: true });
+      }
+    }
   }
 }

@@ -2,7 +2,12 @@ import type { Kysely, Selectable } from "kysely";
 import type { Database, ReposTable } from "../db/schema.js";
 import { isValidArchitecture } from "../debian/version.js";
 import { KilnError } from "../errors/catalogue.js";
-import { toPackageRecord, type PackageRecord } from "./package-store.js";
+import {
+  knownPackageRecord,
+  rememberPackageRecords,
+  toPackageRecord,
+  type PackageRecord,
+} from "./package-store.js";
 
 /** Repo and snapshot names: safe in a URL path segment and a lock name. */
 export const REPO_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,99}$/;
@@ -137,16 +142,35 @@ export async function editRepo(
 }
 
 export async function repoPackages(db: Kysely<Database>, repoId: number): Promise<PackageRecord[]> {
-  const rows = await db
+  // Ids and keys first; whole rows only for the records this process has not made yet.
+  const ids = await db
     .selectFrom("repo_packages")
     .innerJoin("packages", "packages.id", "repo_packages.package_id")
-    .selectAll("packages")
+    .select(["packages.id", "packages.key"])
     .where("repo_packages.repo_id", "=", repoId)
     .orderBy("packages.name")
     .orderBy("packages.arch")
     .orderBy("packages.id")
     .execute();
-  return rows.map(toPackageRecord);
+  const out: (PackageRecord | undefined)[] = ids.map((r) => knownPackageRecord(r.id, r.key));
+  const missing = ids.filter((_, i) => out[i] === undefined).map((r) => r.id);
+  const fetched = new Map<number, PackageRecord>();
+  for (let i = 0; i < missing.length; i += 500) {
+    const rows = await db
+      .selectFrom("packages")
+      .selectAll()
+      .where("id", "in", missing.slice(i, i + 500))
+      .execute();
+    const records = rows.map(toPackageRecord);
+    rememberPackageRecords(records);
+    for (const r of records) fetched.set(r.id, r);
+  }
+  return out.map((r, i) => {
+    const row = ids[i] as { id: number; key: string };
+    const rec = r ?? fetched.get(row.id);
+    if (!rec) throw new KilnError("INTERNAL", `package ${row.key} vanished while it was read`);
+    return rec;
+  });
 }
 
 export type AddOutcome =
@@ -168,8 +192,14 @@ export async function addToRepo(
   packages: readonly PackageRecord[],
   opts: { forceReplace?: boolean } = {},
 ): Promise<AddOutcome[]> {
-  const current = await repoPackages(trx, repoId);
-  const byNva = new Map(current.map((p) => [nva(p), p]));
+  // Only what the check needs: a repo of tens of thousands has megabytes of control text.
+  const current = await trx
+    .selectFrom("repo_packages")
+    .innerJoin("packages", "packages.id", "repo_packages.package_id")
+    .select(["packages.id", "packages.key", "packages.name", "packages.version", "packages.arch"])
+    .where("repo_packages.repo_id", "=", repoId)
+    .execute();
+  const byNva = new Map<string, { id: number; key: string }>(current.map((p) => [nva(p), p]));
   const outcomes: AddOutcome[] = [];
   const insert: number[] = [];
   const remove: number[] = [];
@@ -185,7 +215,7 @@ export async function addToRepo(
     }
     if (there) remove.push(there.id);
     insert.push(pkg.id);
-    byNva.set(nva(pkg), pkg);
+    byNva.set(nva(pkg), { id: pkg.id, key: pkg.key });
     outcomes.push(
       there ? { key: pkg.key, outcome: "replaced", replaced: there.key } : { key: pkg.key, outcome: "added" },
     );

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { EngineConfig } from "../config/config.js";
 import type { Db } from "../db/database.js";
+import type { TaskObserver } from "./task-attempts.js";
 import type { Waker } from "./wake.js";
 
 export interface Clock {
@@ -16,6 +17,8 @@ export interface EngineDeps {
   engine: EngineConfig;
   wake: Waker;
   log: Logger;
+  /** Told when a task attempt ends (the hub's metrics); optional so tests need not wire one. */
+  observer?: TaskObserver;
 }
 
 /** How long a lease lasts without a heartbeat: the missed-beat allowance. */

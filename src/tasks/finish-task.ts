@@ -4,10 +4,31 @@ import type { Database } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
 import type { EngineDeps } from "./deps.js";
 import { hasFinalizers, runFinalizers } from "./finalizers.js";
+import { recordTaskEvent } from "../events/task-events.js";
 import { appendLogInTx } from "./task-logs.js";
 import { backoffDelayMs } from "./retry.js";
+import { recordAttempt } from "./task-attempts.js";
+import type { EngineConfig } from "../config/config.js";
 import { isFinal, RUNNING_STATES, type TaskError, type TaskRow } from "./types.js";
 import type { WakeHint } from "./wake.js";
+
+/**
+ * Decides whether a failed attempt of a method runs again (a build step whose failure the
+ * target's retry policy calls transient). Registered by the code that knows what tasks mean, so
+ * the engine stays unaware of builds.
+ */
+export type RetryRule = (
+  trx: Kysely<Database>,
+  task: TaskRow,
+  error: TaskError,
+  engine: EngineConfig,
+) => Promise<boolean>;
+
+const RETRY_RULES = new Map<string, RetryRule>();
+
+export function registerRetryRule(method: string, rule: RetryRule): void {
+  RETRY_RULES.set(method, rule);
+}
 
 /** Who is calling about a task: the lease they hold. */
 export interface LeaseRef {
@@ -64,6 +85,7 @@ export async function afterFinal(deps: EngineDeps, trx: Kysely<Database>, row: T
   // `locks` lists what the task declared, which is all task_locks ever holds for it.
   if (row.locks !== null) await trx.deleteFrom("task_locks").where("task_id", "=", row.id).execute();
   const now = deps.clock.now();
+  await recordTaskEvent(trx, row.state as "closed" | "failed" | "canceled", row, now);
   await runFinalizers(trx, row, now);
   if (row.parent_id === null) return;
   if (deps.db.dialect === "postgres") {
@@ -102,6 +124,7 @@ export async function startTask(deps: EngineDeps, ref: LeaseRef): Promise<TaskRo
       .set({ state: "open", updated_at: now })
       .returningAll()
       .executeTakeFirst();
+    if (row) await recordTaskEvent(trx, "started", row, now);
     return row ?? explainMiss(trx, ref, ["open"]);
   });
 }
@@ -179,7 +202,10 @@ export async function completeTask(
         })
         .returningAll()
         .executeTakeFirst();
-      if (done) await afterFinal(deps, trx, done);
+      if (done) {
+        await recordAttempt(deps, trx, done, "closed", null);
+        await afterFinal(deps, trx, done);
+      }
       return done;
     },
     (trx) => explainMiss(trx, ref, ["closed"]),
@@ -222,11 +248,14 @@ export async function requeueInfra(
       })
       .returningAll()
       .executeTakeFirst();
-    if (failed) await afterFinal(deps, trx, failed);
+    if (failed) {
+      await recordAttempt(deps, trx, row, "failed", reason);
+      await afterFinal(deps, trx, failed);
+    }
     return failed;
   }
   const delay = backoffDelayMs(failures, deps.engine.backoffBase, deps.engine.backoffMax);
-  return base
+  const requeued = await base
     .set({
       state: "free",
       host_id: null,
@@ -238,6 +267,38 @@ export async function requeueInfra(
     })
     .returningAll()
     .executeTakeFirst();
+  if (requeued) await recordAttempt(deps, trx, row, "requeued", reason);
+  return requeued;
+}
+
+/**
+ * A build failure the method's retry rule calls transient: the task goes back to the queue with
+ * exponential backoff and full jitter, counting a retry. Guarded like every transition.
+ */
+async function requeueRetry(
+  deps: EngineDeps,
+  trx: Kysely<Database>,
+  ref: LeaseRef,
+  row: TaskRow,
+  error: TaskError,
+): Promise<TaskRow | undefined> {
+  const now = deps.clock.now();
+  const retries = row.retries + 1;
+  const delay = backoffDelayMs(retries, deps.engine.backoffBase, deps.engine.backoffMax);
+  const requeued = await guarded(trx, ref)
+    .set({
+      state: "free",
+      host_id: null,
+      lease_expires_at: null,
+      retries,
+      error: JSON.stringify(error),
+      run_at: now + delay,
+      updated_at: now,
+    })
+    .returningAll()
+    .executeTakeFirst();
+  if (requeued) await recordAttempt(deps, trx, row, "retried", error);
+  return requeued;
 }
 
 export async function failTask(
@@ -256,6 +317,12 @@ export async function failTask(
         const current = await guarded(trx, ref).set({ updated_at: now }).returningAll().executeTakeFirst();
         return current && ((await requeueInfra(deps, trx, current, error)) ?? current);
       }
+      const during = await trx.selectFrom("tasks").selectAll().where("id", "=", ref.id).executeTakeFirst();
+      const rule = during && RETRY_RULES.get(during.method);
+      if (during && rule && (await rule(trx, during, error, deps.engine))) {
+        const requeued = await requeueRetry(deps, trx, ref, during, error);
+        if (requeued) return requeued;
+      }
       const failed = await guarded(trx, ref)
         .set({
           state: "failed",
@@ -266,10 +333,14 @@ export async function failTask(
         })
         .returningAll()
         .executeTakeFirst();
-      if (failed) await afterFinal(deps, trx, failed);
+      if (failed) {
+        await recordAttempt(deps, trx, failed, "failed", error);
+        await afterFinal(deps, trx, failed);
+      }
       return failed;
     },
-    (trx) => explainMiss(trx, ref, error.infra ? ["free", "failed"] : ["failed"]),
+    // A retried build failure is back in the queue, as a requeued infra failure is.
+    (trx) => explainMiss(trx, ref, ["free", "failed"]),
   );
   deps.wake.notify(finishedHint(row, ref));
   return row;

@@ -1,4 +1,5 @@
 import { withWriteTx } from "../db/database.js";
+import { markHostSeen } from "../db/hosts.js";
 import { leaseMs, type EngineDeps } from "./deps.js";
 import { requeueInfra } from "./finish-task.js";
 import { RUNNING_STATES } from "./types.js";
@@ -23,7 +24,7 @@ export async function heartbeat(
   const now = deps.clock.now();
   const expires = now + leaseMs(deps.engine);
   return withWriteTx(deps.db, async (trx) => {
-    await trx.updateTable("hosts").set({ last_seen_at: now, ready: 1 }).where("id", "=", hostId).execute();
+    await markHostSeen(trx, hostId, now);
     if (entries.length === 0) return [];
     const rows = await trx
       .selectFrom("tasks")

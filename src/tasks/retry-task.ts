@@ -51,7 +51,7 @@ export async function retryTask(deps: EngineDeps, id: number): Promise<TaskRow> 
       .returningAll()
       .execute();
     for (const r of reset) {
-      if (r.locks) await insertLocks(trx, r.id, JSON.parse(r.locks) as LockSpec[]);
+      if (r.locks) await insertLocks(trx, r.id, JSON.parse(r.locks) as LockSpec[], deps.db.dialect);
     }
     return trx.selectFrom("tasks").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
   });

@@ -1,8 +1,10 @@
 import { sql } from "kysely";
 import { withWriteTx } from "../db/database.js";
+import { recordEvent } from "../events/outbox.js";
 import { collectTree, cancelIds } from "./cancel-task.js";
 import { leaseMs, type EngineDeps } from "./deps.js";
 import { afterFinal, requeueInfra } from "./finish-task.js";
+import { recordAttempt } from "./task-attempts.js";
 import { RUNNING_STATES, type TaskError } from "./types.js";
 
 export interface SweepResult {
@@ -63,6 +65,7 @@ export async function sweep(deps: EngineDeps): Promise<SweepResult> {
         .returningAll()
         .executeTakeFirst();
       if (!failed) return false;
+      if (row.waiting === 0) await recordAttempt(deps, trx, row, "timeout", error);
       await afterFinal(deps, trx, failed);
       const tree = await collectTree(trx, row.id);
       await cancelIds(deps, trx, tree.slice(1), {
@@ -74,13 +77,17 @@ export async function sweep(deps: EngineDeps): Promise<SweepResult> {
     if (done) result.timedOut.push(row.id);
   }
 
-  const offline = await deps.db.kysely
-    .updateTable("hosts")
-    .set({ ready: 0 })
-    .where("ready", "=", 1)
-    .where("last_seen_at", "<", now - leaseMs(deps.engine))
-    .returning("name")
-    .execute();
+  const offline = await withWriteTx(deps.db, async (trx) => {
+    const hosts = await trx
+      .updateTable("hosts")
+      .set({ ready: 0 })
+      .where("ready", "=", 1)
+      .where("last_seen_at", "<", now - leaseMs(deps.engine))
+      .returning(["id", "name"])
+      .execute();
+    for (const h of hosts) await recordEvent(trx, "host.offline", { host: h.name, hostId: h.id }, null, now);
+    return hosts;
+  });
   result.offline = offline.map((h) => h.name);
 
   if (result.expired.length + result.timedOut.length > 0) deps.wake.notify();

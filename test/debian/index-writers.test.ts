@@ -9,7 +9,9 @@ import { readDebControl } from "../../src/debian/deb-file.js";
 import { parseDsc, sourcesStanza } from "../../src/debian/dsc-file.js";
 import {
   compressIndex,
+  compressIndexChunks,
   componentReleaseFile,
+  indexChunks,
   formatReleaseDate,
   hashBytes,
   packagesStanza,
@@ -285,6 +287,61 @@ describe("hashBytes and compressIndex", () => {
       expect(again.xz.equals(xz)).toBe(true);
       const empty = await compressIndex(new Uint8Array());
       expect(zlib.gunzipSync(empty.gz).length).toBe(0);
+    },
+  );
+});
+
+describe("indexChunks and compressIndexChunks", () => {
+  const paragraph = (i: number) =>
+    `Package: pkg${i}\nVersion: 1.${i}\nArchitecture: amd64\nDescription: package ${i}\n a longer line to make the paragraph ${"x".repeat(i % 97)}\n`;
+  const paragraphs = Array.from({ length: 6000 }, (_, i) => paragraph(i));
+
+  it("cuts an index at paragraph boundaries the paragraphs choose, joining back to the index", () => {
+    const chunks = indexChunks(paragraphs);
+    expect(chunks.length).toBeGreaterThan(2);
+    expect(chunks.join("")).toBe(paragraphs.join("\n"));
+    for (const c of chunks.slice(0, -1)) expect(c.endsWith("\n\n")).toBe(true);
+    expect(indexChunks([])).toEqual([""]);
+    expect(indexChunks(["Package: a\n"])).toEqual(["Package: a\n"]);
+    // One more package changes the piece it falls in and no other.
+    const more = [...paragraphs];
+    more.splice(3000, 0, paragraph(99999));
+    const after = indexChunks(more);
+    expect(after.filter((c) => !chunks.includes(c)).length).toBe(1);
+  });
+
+  it.runIf(haveTool("xz") && haveTool("/usr/lib/apt/apt-helper"))(
+    "makes one .gz and one single-stream .xz that gzip, xz and apt read whole, the same each time",
+    async () => {
+      const chunks = indexChunks(paragraphs);
+      const text = Buffer.from(chunks.join(""));
+      const { gz, xz } = await compressIndexChunks(chunks);
+      expect(zlib.gunzipSync(gz).equals(text)).toBe(true);
+      const back = spawnSync("xz", ["-dc"], { input: xz, maxBuffer: 1 << 26 });
+      expect(back.status).toBe(0);
+      expect(back.stdout.equals(text)).toBe(true);
+      const xzFile = path.join(tmp.dir, "list-me.xz");
+      writeFileSync(xzFile, xz);
+      const list = spawnSync("xz", ["--robot", "-l", xzFile]);
+      const streams = /^totals\t(\d+)\t(\d+)/m.exec(list.stdout.toString());
+      expect(streams?.slice(1, 3)).toEqual(["1", String(chunks.length)]);
+      // apt stops at the end of the first xz stream: it must get everything.
+      for (const [name, data] of [
+        ["Packages.xz", xz],
+        ["Packages.gz", gz],
+      ] as const) {
+        const file = path.join(tmp.dir, name);
+        writeFileSync(file, data);
+        const cat = spawnSync("/usr/lib/apt/apt-helper", ["cat-file", file], { maxBuffer: 1 << 26 });
+        expect(cat.status).toBe(0);
+        expect(cat.stdout.equals(text), name).toBe(true);
+      }
+      const again = await compressIndexChunks(chunks.map((c) => ` ${c}`.slice(1)));
+      expect(again.xz.equals(xz)).toBe(true);
+      expect(again.gz.equals(gz)).toBe(true);
+      const empty = await compressIndexChunks([""]);
+      expect(zlib.gunzipSync(empty.gz).length).toBe(0);
+      expect(spawnSync("xz", ["-dc"], { input: empty.xz }).stdout.length).toBe(0);
     },
   );
 });

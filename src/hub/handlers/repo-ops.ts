@@ -22,6 +22,7 @@ import {
   removeFromRepoByQuery,
   type SnapshotSource,
 } from "../../publish/repo-ops.js";
+import { collectGarbage, lockedPoolPrefixes } from "../../publish/collect-garbage.js";
 import { TaskFailure, type TaskHandler } from "../../worker/handler.js";
 import type { HubDeps } from "../deps.js";
 
@@ -40,6 +41,7 @@ export function publishDeps(deps: HubDeps): PublishDeps {
       return deps.archiveKey;
     },
     log: deps.log,
+    observePublish: deps.metrics?.observePublish,
   };
 }
 
@@ -137,7 +139,8 @@ const OPS: Record<RepoMethod, Op> = {
 /** The hub-side handlers of the repository methods (see publish/methods.ts). */
 export function repoHandlers(deps: HubDeps): [string, TaskHandler][] {
   const p = publishDeps(deps);
-  return Object.entries(OPS).map(([method, op]) => [
+  const ops: [string, Op][] = [...Object.entries(OPS), ["gc", gcOp]];
+  return ops.map(([method, op]) => [
     method,
     async (ctx) => {
       try {
@@ -150,3 +153,15 @@ export function repoHandlers(deps: HubDeps): [string, TaskHandler][] {
     },
   ]);
 }
+
+/** `gc`: sweeps the pools of exactly the prefixes whose lock the task holds exclusive. */
+const gcOp: Op = async (p, a, hub, _owner, taskId) =>
+  collectGarbage(
+    { ...p, uploads: hub.uploads },
+    {
+      prefixes: await lockedPoolPrefixes(hub.db.kysely, taskId),
+      dryRun: a.dryRun === true,
+      taskId,
+      ...(typeof a.minAgeSeconds === "number" ? { minAgeMs: a.minAgeSeconds * 1000 } : {}),
+    },
+  );

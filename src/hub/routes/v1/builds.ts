@@ -3,6 +3,7 @@ import { createReadStream } from "node:fs";
 import { access } from "node:fs/promises";
 import type { CreateBuildRequest } from "../../../client/types.js";
 import { artifactJson, buildJson, getBuildRow, listBuilds } from "../../../builds/build-store.js";
+import type { BuildAttemptJson } from "../../../client/types.js";
 import { identifyDsc, identifyTarball, type SourceIdentity } from "../../../builds/source-identity.js";
 import { assertPackageAllowed, getTagRow, getTarget } from "../../../builds/tag-store.js";
 import { withWriteTx } from "../../../db/database.js";
@@ -258,6 +259,22 @@ export function registerBuildRoutes(app: FastifyInstance): void {
     },
   );
 
+  app.get<{ Params: { id: number } }>(
+    "/api/v1/builds/:id/attempts",
+    {
+      schema: {
+        summary: "Every attempt of a build's steps: host, outcome, exit status, duration",
+        tags,
+        params: { type: "object", properties: { id: { type: "integer" } }, required: ["id"] },
+      },
+    },
+    async (req) => {
+      requireAuth(req);
+      const build = await getBuildRow(deps.db.kysely, req.params.id);
+      return buildAttempts(deps.db.kysely, build.task_id, deps.clock.now());
+    },
+  );
+
   app.get<{ Params: { source: string; version: string } }>(
     "/api/v1/builds/:source/:version",
     {
@@ -387,4 +404,93 @@ export function registerBuildRoutes(app: FastifyInstance): void {
       return reply.status(201).send(artifactJson(row));
     },
   );
+}
+
+/** A build's step attempts, oldest first: the recorded ones and any still running. */
+async function buildAttempts(
+  db: import("kysely").Kysely<import("../../../db/schema.js").Database>,
+  taskId: number | null,
+  now: number,
+): Promise<BuildAttemptJson[]> {
+  if (taskId === null) return [];
+  const steps = await db
+    .selectFrom("tasks")
+    .leftJoin("hosts", "hosts.id", "tasks.host_id")
+    .select([
+      "tasks.id",
+      "tasks.method",
+      "tasks.args",
+      "tasks.state",
+      "tasks.lease_epoch",
+      "tasks.claimed_at",
+      "hosts.name as host",
+    ])
+    .where("tasks.parent_id", "=", taskId)
+    .where("tasks.method", "in", ["buildSrc", "buildArch"])
+    .orderBy("tasks.id")
+    .execute();
+  if (steps.length === 0) return [];
+  const rows = await db
+    .selectFrom("task_attempts as a")
+    .leftJoin("hosts as h", "h.id", "a.host_id")
+    .select([
+      "a.task_id",
+      "a.epoch",
+      "a.outcome",
+      "a.error_code",
+      "a.exit_code",
+      "a.signal",
+      "a.started_at",
+      "a.ended_at",
+      "h.name as host",
+    ])
+    .where(
+      "a.task_id",
+      "in",
+      steps.map((s) => s.id),
+    )
+    .orderBy("a.task_id")
+    .orderBy("a.epoch")
+    .orderBy("a.id")
+    .execute();
+  const out: BuildAttemptJson[] = [];
+  for (const step of steps) {
+    const arch =
+      step.method === "buildArch" ? ((JSON.parse(step.args) as { arch?: string }).arch ?? null) : null;
+    const mine = rows.filter((r) => r.task_id === step.id);
+    let n = 0;
+    for (const r of mine) {
+      out.push({
+        taskId: step.id,
+        method: step.method,
+        arch,
+        attempt: ++n,
+        host: r.host,
+        outcome: r.outcome,
+        errorCode: r.error_code,
+        exitCode: r.exit_code,
+        signal: r.signal,
+        startedAt: r.started_at === null ? null : new Date(r.started_at).toISOString(),
+        duration: r.started_at === null ? null : (r.ended_at - r.started_at) / 1000,
+      });
+    }
+    const running =
+      (step.state === "assigned" || step.state === "open") && !mine.some((r) => r.epoch === step.lease_epoch);
+    if (running) {
+      out.push({
+        taskId: step.id,
+        method: step.method,
+        arch,
+        attempt: ++n,
+        host: step.host,
+        outcome: "running",
+        errorCode: null,
+        exitCode: null,
+        signal: null,
+        startedAt: step.claimed_at === null ? null : new Date(step.claimed_at).toISOString(),
+        duration: step.claimed_at === null ? null : (now - step.claimed_at) / 1000,
+      });
+    }
+  }
+  return out;
 }

@@ -11,6 +11,12 @@ import {
 import { createHostToken } from "../../../db/tokens.js";
 import { requireAdmin, requireAuth } from "../../auth.js";
 import { hostSchema, nameParams } from "./schemas.js";
+import type { HostRow } from "../../../tasks/claim-task.js";
+
+/** The host as the API shows it, with why it is disabled (a quarantine's reason). */
+function hostJson(row: HostRow, load: number): ReturnType<typeof toHostJson> {
+  return { ...toHostJson(row, load), disabledReason: row.disabled_reason };
+}
 
 const hostBody = {
   type: "object",
@@ -34,7 +40,7 @@ export function registerHostRoutes(app: FastifyInstance): void {
       deps.db.kysely.selectFrom("hosts").selectAll().orderBy("name").execute(),
       hostLoads(deps.db),
     ]);
-    return rows.map((r) => toHostJson(r, loads.get(r.id) ?? 0));
+    return rows.map((r) => hostJson(r, loads.get(r.id) ?? 0));
   });
 
   app.get<{ Params: { name: string } }>(
@@ -44,7 +50,7 @@ export function registerHostRoutes(app: FastifyInstance): void {
       const p = requireAuth(req);
       const name = req.params.name === "me" && p.host ? p.host.name : req.params.name;
       const row = await getHostByName(deps.db.kysely, name);
-      return toHostJson(row, (await hostLoads(deps.db)).get(row.id) ?? 0);
+      return hostJson(row, (await hostLoads(deps.db)).get(row.id) ?? 0);
     },
   );
 
@@ -74,10 +80,23 @@ export function registerHostRoutes(app: FastifyInstance): void {
     { schema: { summary: "Edit, enable or disable a host", tags, params: nameParams, body: hostBody } },
     async (req) => {
       requireAdmin(req);
-      const row = await updateHost(deps.db.kysely, req.params.name, req.body);
+      let row = await updateHost(deps.db.kysely, req.params.name, req.body);
+      if (req.body.enabled !== undefined) {
+        // Enabling by hand lifts a quarantine, and infra failures before now stop counting.
+        row = await deps.db.kysely
+          .updateTable("hosts")
+          .set(
+            req.body.enabled
+              ? { disabled_reason: null, enabled_at: deps.clock.now() }
+              : { disabled_reason: null },
+          )
+          .where("id", "=", row.id)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+      }
       // New capacity or channels may let queued work run.
       deps.wake.notify();
-      return toHostJson(row, (await hostLoads(deps.db)).get(row.id) ?? 0);
+      return hostJson(row, (await hostLoads(deps.db)).get(row.id) ?? 0);
     },
   );
 }

@@ -6,6 +6,7 @@ import {
   createTarget,
   deleteTag,
   deleteTarget,
+  editTarget,
   editTag,
   describeTag,
   getTagRow,
@@ -369,6 +370,33 @@ export function registerTagRoutes(app: FastifyInstance): void {
     async (req, reply) => {
       const p = requireAdmin(req);
       return reply.status(201).send(await createTarget(deps, req.body, actor(p)));
+    },
+  );
+
+  app.patch<{
+    Params: { name: string };
+    Body: { retry?: number; retryOn?: string; retryPolicy?: string | null };
+  }>(
+    "/api/v1/targets/:name",
+    {
+      schema: {
+        summary: "Edit a build target's retry policy",
+        tags: ["targets"],
+        params: tagParams,
+        body: {
+          type: "object",
+          properties: {
+            retry: { type: "integer" },
+            retryOn: { type: "string", maxLength: 1000 },
+            retryPolicy: { type: ["string", "null"], maxLength: 1000 },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req) => {
+      const p = requireAdmin(req);
+      return editTarget(deps, req.params.name, req.body, actor(p), deps.config.engine.retryDefault);
     },
   );
 

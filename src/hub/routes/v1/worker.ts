@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { HelloRequest } from "../../../client/types.js";
-import { getHostById, toHostJson, hostLoads } from "../../../db/hosts.js";
+import { withWriteTx } from "../../../db/database.js";
+import { getHostById, toHostJson, hostLoads, markHostSeen } from "../../../db/hosts.js";
 import { KilnError } from "../../../errors/catalogue.js";
 import {
   completeTask,
@@ -78,19 +79,12 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
     async (req) => {
       const p = workerCall(req, req.params.host);
       const now = deps.clock.now();
-      await deps.db.kysely
-        .updateTable("hosts")
-        .set({
-          ready: 1,
-          last_seen_at: now,
-          reported: JSON.stringify({
-            capabilities: req.body.capabilities,
-            version: req.body.version,
-            arches: req.body.arches ?? null,
-          }),
-        })
-        .where("id", "=", p.host.id)
-        .execute();
+      const reported = JSON.stringify({
+        capabilities: req.body.capabilities,
+        version: req.body.version,
+        arches: req.body.arches ?? null,
+      });
+      await withWriteTx(deps.db, (trx) => markHostSeen(trx, p.host.id, now, { reported }));
       const requeued = await resetHostTasks(
         deps,
         p.host.id,
@@ -134,11 +128,7 @@ export function registerWorkerRoutes(app: FastifyInstance): void {
         return reply.status(204).send();
       }
       if (host.ready !== 1 || host.last_seen_at === null || deps.clock.now() - host.last_seen_at > 1000) {
-        await deps.db.kysely
-          .updateTable("hosts")
-          .set({ ready: 1, last_seen_at: deps.clock.now() })
-          .where("id", "=", host.id)
-          .execute();
+        await withWriteTx(deps.db, (trx) => markHostSeen(trx, host.id, deps.clock.now()));
       }
       const wait = Math.min(req.query.wait ?? 0, deps.engine.claimWaitMax);
       const max = req.query.max;

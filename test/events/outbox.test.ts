@@ -1,0 +1,116 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withWriteTx } from "../../src/db/database.js";
+import { insertHost, updateHost } from "../../src/db/hosts.js";
+import { readEvents, recordEvent } from "../../src/events/outbox.js";
+import { cancelTask } from "../../src/tasks/cancel-task.js";
+import { claimTask } from "../../src/tasks/claim-task.js";
+import { createTask } from "../../src/tasks/create-task.js";
+import type { EngineDeps } from "../../src/tasks/deps.js";
+import { completeTask, failTask, startTask } from "../../src/tasks/finish-task.js";
+import { heartbeat } from "../../src/tasks/heartbeat.js";
+import { sweep } from "../../src/tasks/sweep.js";
+import {
+  createTestDb,
+  DIALECTS,
+  engineDeps,
+  ManualClock,
+  postgresAvailable,
+  type TestDb,
+} from "../helpers/db.js";
+
+const pgOk = await postgresAvailable();
+const dialects = DIALECTS.filter((d) => d === "sqlite" || pgOk);
+
+describe.each(dialects)("event outbox on %s", (dialect) => {
+  let t: TestDb;
+  let clock: ManualClock;
+  let deps: EngineDeps;
+
+  beforeAll(async () => {
+    t = await createTestDb(dialect);
+    clock = new ManualClock();
+    deps = engineDeps(t.db, clock, { heartbeatInterval: 1, missedHeartbeats: 3 });
+  });
+  afterAll(async () => {
+    await deps.wake.close();
+    await t.cleanup();
+  });
+
+  async function eventsOf(taskId: number): Promise<string[]> {
+    const rows = await readEvents(t.db, { since: 0, limit: 1000, types: ["task.*"] });
+    return rows
+      .filter((r) => (JSON.parse(r.data) as { taskId: number }).taskId === taskId)
+      .map((r) => r.type);
+  }
+
+  it("records every task state change with the change", async () => {
+    const h = await insertHost(t.db.kysely, "outbox-host", { arches: ["amd64"], capacity: 10 }, clock.now());
+    const a = await createTask(deps, { method: "sleep", args: { seconds: 0 }, owner: "alice" });
+    expect(await eventsOf(a.id)).toEqual([]);
+    const claimed = await claimTask(deps, h);
+    expect(claimed?.id).toBe(a.id);
+    const ref = { id: a.id, epoch: claimed!.lease_epoch, hostId: h.id };
+    await startTask(deps, ref);
+    await startTask(deps, ref); // a replay records nothing more
+    await completeTask(deps, ref, { ok: true });
+    expect(await eventsOf(a.id)).toEqual(["task.started", "task.closed"]);
+
+    const b = await createTask(deps, { method: "sleep", args: { seconds: 0 }, owner: "alice" });
+    const cb = await claimTask(deps, h);
+    await failTask(
+      deps,
+      { id: b.id, epoch: cb!.lease_epoch, hostId: h.id },
+      { code: "EXIT", message: "exit 2" },
+    );
+    expect(await eventsOf(b.id)).toEqual(["task.failed"]);
+    const failed = (await readEvents(t.db, { since: 0, limit: 1000, types: ["task.failed"] })).at(-1)!;
+    expect(JSON.parse(failed.data)).toMatchObject({ taskId: b.id, method: "sleep", error: { code: "EXIT" } });
+
+    const c = await createTask(deps, { method: "sleep", args: { seconds: 0 }, owner: "bob" });
+    await cancelTask(deps, c.id, "bob");
+    expect(await eventsOf(c.id)).toEqual(["task.canceled"]);
+  });
+
+  it("records nothing when the change rolls back", async () => {
+    const before = await readEvents(t.db, { since: 0, limit: 1000 });
+    await expect(
+      withWriteTx(t.db, async (trx) => {
+        await recordEvent(trx, "tag.created", { tag: "ghost" }, null, clock.now());
+        throw new Error("boom");
+      }),
+    ).rejects.toThrow("boom");
+    expect(await readEvents(t.db, { since: 0, limit: 1000 })).toEqual(before);
+  });
+
+  it("records hosts going online, offline, disabled and enabled", async () => {
+    const h = await insertHost(t.db.kysely, "flappy", { arches: ["amd64"] }, clock.now());
+    const since = (await readEvents(t.db, { since: 0, limit: 1000, newest: true })).at(-1)?.id ?? 0;
+    await heartbeat(deps, h.id, []);
+    await heartbeat(deps, h.id, []); // already online: no second event
+    clock.advance(10);
+    await sweep(deps);
+    await updateHost(t.db.kysely, "flappy", { enabled: false }, clock.now());
+    await updateHost(t.db.kysely, "flappy", { enabled: false }, clock.now());
+    await updateHost(t.db.kysely, "flappy", { enabled: true }, clock.now());
+    const rows = await readEvents(t.db, { since, limit: 1000, types: ["host.*"] });
+    const mine = rows
+      .filter((r) => (JSON.parse(r.data) as { host: string }).host === "flappy")
+      .map((r) => r.type);
+    expect(mine).toEqual(["host.online", "host.offline", "host.disabled", "host.enabled"]);
+  });
+
+  it("lists by type pattern, oldest first, and the newest page", async () => {
+    await withWriteTx(t.db, async (trx) => {
+      for (const tag of ["t1", "t2", "t3"])
+        await recordEvent(trx, "tag.created", { tag }, "alice", clock.now());
+      await recordEvent(trx, "tag_x.created", { tag: "not a family member" }, null, clock.now());
+    });
+    const tags = await readEvents(t.db, { since: 0, types: ["tag.*"] });
+    expect(tags.map((r) => (JSON.parse(r.data) as { tag: string }).tag)).toEqual(["t1", "t2", "t3"]);
+    const ids = tags.map((r) => r.id);
+    expect([...ids].sort((x, y) => x - y)).toEqual(ids);
+    const newest = await readEvents(t.db, { limit: 2, newest: true, types: ["tag.created"] });
+    expect(newest.map((r) => (JSON.parse(r.data) as { tag: string }).tag)).toEqual(["t2", "t3"]);
+    expect(await readEvents(t.db, { since: ids[2]!, types: ["tag.*"] })).toEqual([]);
+  });
+});
