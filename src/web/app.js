@@ -8,6 +8,8 @@ import { renderBuildList, renderBuild } from "./page-builds.js";
 import { renderTagList, renderTag } from "./page-tags.js";
 import { renderRepoIndex, renderRepo, renderSnapshot, renderPublication } from "./page-repos.js";
 import { renderHosts } from "./page-hosts.js";
+import { renderHealth } from "./page-health.js";
+import { renderWebhooks } from "./page-webhooks.js";
 
 const NAV = [
   ["#/", "Dashboard"],
@@ -16,6 +18,9 @@ const NAV = [
   ["#/tags", "Tags"],
   ["#/repos", "Repos & publications"],
   ["#/hosts", "Hosts"],
+  ["#/health", "Health"],
+  // The webhooks API is for admins alone: others get no menu entry.
+  ["#/webhooks", "Webhooks", { admin: true }],
 ];
 
 /** Hash routes: `#/tasks/12?x=1` → page, params, query. */
@@ -32,6 +37,8 @@ const ROUTES = [
   [/^\/snapshots\/([^/]+)$/, renderSnapshot],
   [/^\/publish\/([^/]+)\/([^/]+)$/, renderPublication],
   [/^\/hosts$/, renderHosts],
+  [/^\/health$/, renderHealth],
+  [/^\/webhooks$/, renderWebhooks],
 ];
 
 const main = document.getElementById("main");
@@ -52,7 +59,11 @@ function renderShell() {
   const nav = clear(document.getElementById("nav"));
   const who = clear(document.getElementById("who"));
   if (!me) return;
-  for (const [href, label] of NAV) nav.append(h("a", { href }, label));
+  const can = permissions(me);
+  for (const [href, label, only] of NAV) {
+    if (only?.admin && !can.admin) continue;
+    nav.append(h("a", { href }, label));
+  }
   markNav();
   if (me.user) {
     who.append(h("span", { "data-testid": "whoami" }, `${me.user} (${me.role})`));

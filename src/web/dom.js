@@ -14,7 +14,12 @@ export function h(spec, props, ...children) {
     else classes.push(name);
   }
   if (classes.length) el.className = classes.join(" ");
-  if (props && (typeof props !== "object" || props instanceof Node || Array.isArray(props))) {
+  // A second argument that is not a plain object is a child (0 and "" included).
+  if (
+    props !== undefined &&
+    props !== null &&
+    (typeof props !== "object" || props instanceof Node || Array.isArray(props))
+  ) {
     children.unshift(props);
     props = undefined;
   }

@@ -1,6 +1,9 @@
-import { api } from "./api.js";
+import { api, ApiError } from "./api.js";
 import { h, link, s, table, timeEl } from "./dom.js";
-import { layoutGraph } from "./view-model.js";
+import { layoutGraph, tagHistory } from "./view-model.js";
+
+/** How far back the history looks: the newest tag and package events of the whole farm. */
+const HISTORY_EVENTS = 1000;
 
 export async function renderTagList(ctx) {
   const { main, signal } = ctx;
@@ -25,10 +28,17 @@ export async function renderTag(ctx) {
   const { main, signal } = ctx;
   const name = ctx.params[0];
   const enc = encodeURIComponent(name);
-  const [tag, packages, latest] = await Promise.all([
+  const [tag, packages, latest, events] = await Promise.all([
     api(`/tags/${enc}`, { signal }),
     api(`/tags/${enc}/packages`, { signal }),
     api(`/tags/${enc}/latest`, { signal }),
+    // Events are for signed-in users; a public reader sees the rest of the page.
+    api(`/events?type=${encodeURIComponent("tag.*,package.*")}&newest=true&limit=${HISTORY_EVENTS}`, {
+      signal,
+    }).catch((err) => {
+      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return null;
+      throw err;
+    }),
   ]);
   // The walk lists each ancestor once; the graph wants every link, so read each ancestor's parents.
   const ancestors = [...new Set(tag.walk.map((w) => w.tag))];
@@ -99,7 +109,32 @@ export async function renderTag(ctx) {
         { empty: "no builds tagged" },
       ),
     ),
+    h("section.card", { "data-testid": "tag-history" }, h("h2", "History"), drawHistory(tag.name, events)),
   );
+}
+
+/** The tag's changes, newest first, from the farm's latest tag and package events. */
+function drawHistory(name, events) {
+  if (events === null) return h("p.empty", "Sign in to see the history of changes.");
+  const rows = tagHistory(events.events, name);
+  return [
+    table(
+      [
+        { label: "event", class: "num", cell: (e) => e.id },
+        { label: "when", cell: (e) => timeEl(e.createdAt) },
+        { label: "who", cell: (e) => e.actor ?? "—" },
+        { label: "change", cell: (e) => h("span", { "data-type": e.type }, e.change) },
+      ],
+      rows,
+      { empty: "no changes among the farm's latest tag and package events" },
+    ),
+    events.events.length >= HISTORY_EVENTS
+      ? h(
+          "p.follow",
+          `From the farm's last ${HISTORY_EVENTS} tag and package events; \`kiln events\` reads further back.`,
+        )
+      : null,
+  ];
 }
 
 /** The tag and every ancestor its walk reaches, children above parents, as an SVG graph. */

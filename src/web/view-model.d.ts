@@ -58,3 +58,17 @@ export function permissions(me: { role: string; user: string | null } | null): {
   user: boolean;
   controlTask(task: { owner: string }): boolean;
 };
+
+export function niceMax(v: number): number;
+export function chartLine(
+  values: (number | null | undefined)[],
+  opts: { width: number; height: number; max?: number },
+): { max: number; points: { i: number; value: number; x: number; y: number }[]; paths: string[] };
+export function formatSeconds(sec: number | null | undefined): string;
+
+interface EventLike {
+  id: number;
+  type: string;
+  data: Record<string, unknown>;
+}
+export function tagHistory<E extends EventLike>(events: E[], tag: string): (E & { change: string })[];

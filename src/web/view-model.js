@@ -141,3 +141,78 @@ export function permissions(me) {
     controlTask: (task) => admin || (user && task.owner === me.user),
   };
 }
+
+/** A round number at or above `v` (1, 2 or 5 times a power of ten), for a chart's top line. */
+export function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 5, 10].map((m) => m * p).find((m) => m >= v * (1 - 1e-9)) ?? 10 * p;
+}
+
+/**
+ * A line chart's geometry in a `width`×`height` plot: a point per known value (x evenly spread,
+ * y from `max` at the top to 0 at the bottom), and one path per run of known values, since a
+ * bucket without data is a gap, not a zero.
+ */
+export function chartLine(values, { width, height, max }) {
+  const top = max ?? niceMax(Math.max(0, ...values.filter((v) => v !== null && v !== undefined)));
+  const step = values.length > 1 ? width / (values.length - 1) : 0;
+  const points = [];
+  const paths = [];
+  let run = [];
+  values.forEach((v, i) => {
+    if (v === null || v === undefined) {
+      if (run.length) paths.push(run);
+      run = [];
+      return;
+    }
+    const p = { i, value: v, x: values.length > 1 ? i * step : width / 2, y: height - (v / top) * height };
+    points.push(p);
+    run.push(p);
+  });
+  if (run.length) paths.push(run);
+  const round = (n) => Math.round(n * 10) / 10;
+  return {
+    max: top,
+    points,
+    paths: paths.map((r) => r.map((p, j) => `${j ? "L" : "M"} ${round(p.x)} ${round(p.y)}`).join(" ")),
+  };
+}
+
+/** Seconds as a short duration: "0.5 s", "42 s", "3.5 min", "2.0 h"; "—" when unknown. */
+export function formatSeconds(sec) {
+  if (sec === null || sec === undefined) return "—";
+  if (sec < 10) return `${Number(sec.toFixed(1))} s`;
+  if (sec < 60) return `${Math.round(sec)} s`;
+  if (sec < 3600) return `${(sec / 60).toFixed(1)} min`;
+  return `${(sec / 3600).toFixed(1)} h`;
+}
+
+const TAG_CHANGES = {
+  "tag.created": () => "created",
+  "tag.deleted": () => "deleted",
+  "tag.edited": (d) =>
+    `edited: ${Object.entries(d.changes ?? {})
+      .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
+      .join(", ")}`,
+  "tag.parent_added": (d) =>
+    `parent ${d.parent} added` + (d.priority !== undefined ? ` (priority ${d.priority})` : ""),
+  "tag.parent_removed": (d) => `parent ${d.parent} removed`,
+  "tag.build_added": (d) => `build ${d.build} tagged`,
+  "tag.build_removed": (d) => `build ${d.build} untagged`,
+  "package.add": (d) => `${(d.packages ?? []).join(", ")} added` + (d.owner ? ` (owner ${d.owner})` : ""),
+  "package.block": (d) => `${(d.packages ?? []).join(", ")} blocked`,
+  "package.unblock": (d) => `${(d.packages ?? []).join(", ")} unblocked`,
+  "package.remove": (d) => `${(d.packages ?? []).join(", ")} removed`,
+};
+
+/**
+ * A tag's history from tag.* and package.* events: the ones about `tag`, newest first, each with
+ * a sentence saying what changed. Types it does not know still show, by their name.
+ */
+export function tagHistory(events, tag) {
+  return events
+    .filter((e) => e.data?.tag === tag)
+    .sort((a, b) => b.id - a.id)
+    .map((e) => ({ ...e, change: (TAG_CHANGES[e.type] ?? (() => e.type))(e.data) }));
+}

@@ -5,6 +5,9 @@ import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { KilnClient } from "../../src/client/client.js";
+import { DEFAULT_WEBHOOKS } from "../../src/events/webhook-config.js";
+import { createTask } from "../../src/tasks/create-task.js";
+import { Receiver } from "../events/receiver.js";
 import { buildDeb } from "../helpers/debs.js";
 import { startTestHub, type TestHub } from "../helpers/hub.js";
 import { seedBuild } from "../helpers/seed-build.js";
@@ -40,7 +43,10 @@ describe.skipIf(!haveChromium)("the web UI in chromium", () => {
   let t: TestHub;
   let browser: Browser;
   let work: string;
+  let receiver: Receiver;
+  let hookUrl: string;
   const consoleErrors: string[] = [];
+  const allowPrivate = DEFAULT_WEBHOOKS.allowPrivate;
 
   async function newPage(
     token: string,
@@ -65,6 +71,11 @@ describe.skipIf(!haveChromium)("the web UI in chromium", () => {
 
   beforeAll(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
+    // The test hub takes the default webhook settings, which keep webhooks off loopback; the
+    // receiver here is on loopback (this file runs in a process of its own).
+    DEFAULT_WEBHOOKS.allowPrivate = true;
+    receiver = new Receiver();
+    hookUrl = await receiver.listen();
     t = await startTestHub("sqlite", { worker: true });
     work = mkdtempSync(path.join(os.tmpdir(), "kiln-ui-"));
     browser = await chromium.launch({
@@ -86,6 +97,8 @@ describe.skipIf(!haveChromium)("the web UI in chromium", () => {
   afterAll(async () => {
     await browser?.close();
     await t?.cleanup();
+    await receiver?.close();
+    DEFAULT_WEBHOOKS.allowPrivate = allowPrivate;
     rmSync(work, { recursive: true, force: true });
   }, 120_000);
 
@@ -165,6 +178,146 @@ describe.skipIf(!haveChromium)("the web UI in chromium", () => {
       await shot(page, "tag");
     } finally {
       await ctx.close();
+    }
+  }, 60_000);
+
+  it("lists a tag's history of changes, its own and no other tag's", async () => {
+    const c = t.admin;
+    await c.createTag({ name: "hist-base", arches: ["amd64"] });
+    await c.createTag({ name: "hist-tag" });
+    await c.addTagParent("hist-tag", { parent: "hist-base", priority: 5 });
+    await c.changePackages("hist-tag", { action: "add", packages: ["hello-hist"], owner: "admin" });
+    const { ctx, page } = await newPage(t.adminToken);
+    try {
+      await page.goto(`${t.url}/#/tags/hist-tag`);
+      const history = page.getByTestId("tag-history");
+      await history.getByText("parent hist-base added (priority 5)").waitFor();
+      await history.getByText("hello-hist added (owner admin)").waitFor();
+      await history.getByText("created", { exact: true }).waitFor();
+      // Newest first.
+      const changes = await history.locator("[data-type]").allTextContents();
+      expect(changes).toEqual([
+        "hello-hist added (owner admin)",
+        "parent hist-base added (priority 5)",
+        "created",
+      ]);
+      await shot(page, "tag-history");
+      // The parent's page does not list its child's link.
+      await page.goto(`${t.url}/#/tags/hist-base`);
+      await page.getByTestId("tag-history").getByText("created", { exact: true }).waitFor();
+      expect(await page.getByTestId("tag-history").locator("[data-type]").count()).toBe(1);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
+  it("lists webhooks with their deliveries and attempts, for admins alone", async () => {
+    const hook = await t.admin.addWebhook({ url: hookUrl, events: ["build.*"], description: "ui test" });
+    const { eventId } = await t.admin.testWebhook(hook.id);
+    const [delivery] = await until("the test event to be delivered", async () => {
+      const ds = await t.admin.webhookDeliveries(hook.id, { event: eventId });
+      return ds[0]?.state === "delivered" ? ds : undefined;
+    });
+    expect(receiver.received.length).toBeGreaterThanOrEqual(1);
+    const { ctx, page } = await newPage(t.adminToken);
+    try {
+      await page.getByRole("link", { name: "Webhooks", exact: true }).click();
+      const card = page.getByTestId(`webhook-${hook.id}`);
+      await card.getByText(hookUrl).waitFor();
+      await card.getByText("webhook.test").waitFor();
+      await card.getByText("delivered", { exact: true }).waitFor();
+      await card.getByTestId(`attempts-${delivery!.id}`).getByText("HTTP 200").waitFor();
+      await shot(page, "webhooks");
+
+      // Another test event from the page shows up as a second delivery.
+      await card.getByTestId(`webhook-test-${hook.id}`).click();
+      await until("a second delivery", async () => (await t.admin.webhookDeliveries(hook.id)).length >= 2);
+      await until("the page to show it", async () => (await card.getByText("webhook.test").count()) >= 2);
+    } finally {
+      await ctx.close();
+    }
+    const phone = await newPage(t.adminToken, { width: 390, height: 844 });
+    try {
+      await phone.page.goto(`${t.url}/#/webhooks`);
+      await phone.page.getByTestId(`webhook-${hook.id}`).getByText("HTTP 200").first().waitFor();
+      const overflow = Number(
+        await phone.page.evaluate("document.documentElement.scrollWidth - window.innerWidth"),
+      );
+      expect(overflow).toBeLessThanOrEqual(0);
+      await shot(phone.page, "webhooks-phone");
+    } finally {
+      await phone.ctx.close();
+    }
+    const { token } = await t.admin.createToken({ user: "carol", role: "user" });
+    const user = await newPage(token);
+    try {
+      expect(await user.page.getByRole("link", { name: "Webhooks", exact: true }).count()).toBe(0);
+      await user.page.goto(`${t.url}/#/webhooks`);
+      await user.page.getByText("Webhooks are for admins").waitFor();
+      expect(await user.page.getByTestId(`webhook-${hook.id}`).count()).toBe(0);
+    } finally {
+      await user.ctx.close();
+    }
+  }, 60_000);
+
+  it("draws the health charts as SVG, on a desktop and on a phone", async () => {
+    const deb = buildDeb(work, { name: "hello-health", version: "1.0-1" });
+    const deps = t.hub.deps;
+    const buildId = await seedBuild(deps, {
+      source: "hello-health",
+      version: "1.0-1",
+      files: [{ path: deb, kind: "deb", arch: "amd64" }],
+    });
+    // One of its build steps passed on a retry, which makes the package flaky.
+    const db = deps.db.kysely;
+    const build = await db
+      .selectFrom("builds")
+      .select("task_id")
+      .where("id", "=", buildId)
+      .executeTakeFirstOrThrow();
+    const step = await createTask(deps, {
+      method: "sleep",
+      args: { seconds: 0 },
+      owner: "admin",
+      channel: "nowhere",
+      parentId: build.task_id,
+    });
+    await db
+      .updateTable("tasks")
+      .set({ method: "buildArch", state: "closed", retries: 1, completed_at: deps.clock.now() })
+      .where("id", "=", step.id)
+      .execute();
+    for (const viewport of [
+      { width: 1280, height: 800 },
+      { width: 390, height: 844 },
+    ]) {
+      const { ctx, page } = await newPage(t.adminToken, viewport);
+      try {
+        await page.goto(`${t.url}/#/health?since=1d`);
+        for (const id of ["chart-success", "chart-wait", "chart-build"]) {
+          await page.locator(`svg[data-testid="${id}"]`).waitFor();
+        }
+        // The seeded build completed just now: the last bucket has a success rate and a build time.
+        expect(
+          await page.locator('[data-testid="chart-success"] .chart-point').count(),
+        ).toBeGreaterThanOrEqual(1);
+        expect(await page.locator('[data-testid="chart-build"] .chart-point').count()).toBeGreaterThanOrEqual(
+          1,
+        );
+        expect(
+          await page.locator('[data-testid="chart-success"] path.chart-line').count(),
+        ).toBeGreaterThanOrEqual(1);
+        const overflow = Number(
+          await page.evaluate("document.documentElement.scrollWidth - window.innerWidth"),
+        );
+        expect(overflow).toBeLessThanOrEqual(0);
+        await shot(page, viewport.width < 640 ? "health-phone" : "health");
+        // The window links are real links.
+        await page.getByRole("link", { name: "last week" }).click();
+        await page.getByText("Builds, last week").waitFor();
+      } finally {
+        await ctx.close();
+      }
     }
   }, 60_000);
 

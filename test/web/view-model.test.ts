@@ -1,15 +1,19 @@
 import { describe, expect, it } from "vitest";
 import { keyringCommand as cliKeyring, sourcesLine as cliSources } from "../../src/cli/publish-wait.js";
 import {
+  chartLine,
   failingLine,
   firstErrorLine,
   flattenTree,
+  formatSeconds,
   keyringCommand,
   layoutGraph,
+  niceMax,
   permissions,
   searchLines,
   sourcesLine,
   summarizeQueue,
+  tagHistory,
   timelineRows,
 } from "../../src/web/view-model.js";
 
@@ -121,5 +125,59 @@ describe("the web UI's view logic", () => {
     expect(permissions({ role: "user", user: "eve" }).controlTask(task)).toBe(false);
     const anon = permissions({ role: "user", user: null });
     expect([anon.user, anon.admin, anon.controlTask(task)]).toEqual([false, false, false]);
+  });
+
+  it("rounds a chart's top up to 1, 2 or 5 times a power of ten", () => {
+    expect([0, 0.3, 1, 1.2, 3, 7, 10, 420, 5000].map(niceMax)).toEqual([1, 0.5, 1, 2, 5, 10, 10, 500, 5000]);
+  });
+
+  it("plots a line with gaps where a bucket has no value, zero at the bottom", () => {
+    const line = chartLine([0.5, null, 1, 0, undefined], { width: 400, height: 100, max: 1 });
+    expect(line.max).toBe(1);
+    expect(line.points.map((p) => [p.i, p.x, p.y])).toEqual([
+      [0, 0, 50],
+      [2, 200, 0],
+      [3, 300, 100],
+    ]);
+    expect(line.paths).toEqual(["M 0 50", "M 200 0 L 300 100"]);
+    // Without a given top, the largest value rounded up.
+    expect(chartLine([30, 70], { width: 10, height: 10 }).max).toBe(100);
+    expect(chartLine([null, null], { width: 10, height: 10 })).toEqual({ max: 1, points: [], paths: [] });
+    expect(chartLine([4], { width: 10, height: 10 }).points[0]).toMatchObject({ x: 5 });
+  });
+
+  it("writes durations short", () => {
+    expect([null, 0, 0.5, 4.44, 42.4, 90, 7200].map(formatSeconds)).toEqual([
+      "—",
+      "0 s",
+      "0.5 s",
+      "4.4 s",
+      "42 s",
+      "1.5 min",
+      "2.0 h",
+    ]);
+  });
+
+  it("keeps a tag's own changes, newest first, each said in words", () => {
+    const ev = (id: number, type: string, data: Record<string, unknown>) => ({ id, type, data });
+    const history = tagHistory(
+      [
+        ev(1, "tag.created", { tag: "release" }),
+        ev(2, "tag.created", { tag: "base" }),
+        ev(3, "tag.parent_added", { tag: "release", parent: "base", priority: 10 }),
+        ev(4, "package.add", { tag: "release", packages: ["hello", "world"], owner: "alice" }),
+        ev(5, "tag.parent_added", { tag: "updates", parent: "release", priority: 0 }),
+        ev(6, "tag.edited", { tag: "release", changes: { locked: true } }),
+        ev(7, "tag.something_new", { tag: "release" }),
+      ],
+      "release",
+    );
+    expect(history.map((e) => [e.id, e.change])).toEqual([
+      [7, "tag.something_new"],
+      [6, "edited: locked = true"],
+      [4, "hello, world added (owner alice)"],
+      [3, "parent base added (priority 10)"],
+      [1, "created"],
+    ]);
   });
 });

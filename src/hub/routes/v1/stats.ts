@@ -26,6 +26,70 @@ function durations(ms: number[]): DurationStatsJson {
   return { count: sorted.length, p50: percentile(sorted, 50), p95: percentile(sorted, 95) };
 }
 
+/** One slice of the window in `?buckets=`: the health of what was submitted in it. */
+export interface StatsBucketJson {
+  start: string;
+  end: string;
+  builds: number;
+  /** complete / (complete + failed) of the builds submitted in the bucket; null when none ended. */
+  successRate: number | null;
+  /** Seconds, median, of the build steps created in the bucket. */
+  queueWaitP50: number | null;
+  /** Seconds, median, of the complete builds submitted in the bucket. */
+  buildTimeP50: number | null;
+}
+
+export type StatsWithSeriesJson = StatsJson & { series?: StatsBucketJson[] };
+
+/**
+ * Splits [since, now) into `count` equal buckets and sums up each, by when the build or step was
+ * created (the same clock the window filters on, so every row lands in one bucket). Pure.
+ */
+export function bucketStats(
+  rows: {
+    builds: readonly { state: string; created_at: number; completed_at: number | null }[];
+    waits: readonly { created_at: number; started_at: number | null }[];
+  },
+  since: number,
+  now: number,
+  count: number,
+): StatsBucketJson[] {
+  const width = Math.max(1, (now - since) / count);
+  const slot = (at: number) => Math.min(count - 1, Math.max(0, Math.floor((at - since) / width)));
+  const buckets = Array.from({ length: count }, () => ({
+    builds: 0,
+    complete: 0,
+    failed: 0,
+    waits: [] as number[],
+    times: [] as number[],
+  }));
+  for (const b of rows.builds) {
+    const k = buckets[slot(b.created_at)]!;
+    k.builds++;
+    if (b.state === "failed") k.failed++;
+    if (b.state === "complete") {
+      k.complete++;
+      if (b.completed_at !== null) k.times.push((b.completed_at - b.created_at) / 1000);
+    }
+  }
+  for (const w of rows.waits) {
+    buckets[slot(w.created_at)]!.waits.push(((w.started_at ?? w.created_at) - w.created_at) / 1000);
+  }
+  const median = (v: number[]) =>
+    percentile(
+      v.sort((a, b) => a - b),
+      50,
+    );
+  return buckets.map((k, i) => ({
+    start: new Date(since + i * width).toISOString(),
+    end: new Date(i === count - 1 ? now : since + (i + 1) * width).toISOString(),
+    builds: k.builds,
+    successRate: k.complete + k.failed === 0 ? null : k.complete / (k.complete + k.failed),
+    queueWaitP50: median(k.waits),
+    buildTimeP50: median(k.times),
+  }));
+}
+
 const BUILD_STEPS = ["buildSrc", "buildArch"];
 const FAILED_OUTCOMES = ["failed", "retried", "requeued", "timeout"];
 
@@ -35,7 +99,8 @@ export async function computeStats(
   since: number,
   now: number,
   top = 10,
-): Promise<StatsJson> {
+  opts: { buckets?: number } = {},
+): Promise<StatsWithSeriesJson> {
   const [builds, waits, flaky, hostFails] = await Promise.all([
     db
       .selectFrom("builds")
@@ -123,24 +188,34 @@ export async function computeStats(
       .map((h) => ({ host: h.name, failures: Number(h.failures), infra: Number(h.infra) }))
       .sort((a, b) => b.failures - a.failures || a.host.localeCompare(b.host))
       .slice(0, top),
+    ...(opts.buckets ? { series: bucketStats({ builds, waits }, since, now, opts.buckets) } : {}),
   };
 }
 
 export function registerStatsRoutes(app: FastifyInstance): void {
   const { deps } = app.kiln;
-  app.get<{ Querystring: { since?: string } }>(
+  app.get<{ Querystring: { since?: string; buckets?: number } }>(
     "/api/v1/stats",
     {
       schema: {
-        summary: "Build health: success rate, queue wait and build time, slowest and flakiest packages",
+        summary:
+          "Build health: success rate, queue wait and build time, slowest and flakiest packages; `buckets=N` adds `series`, the window in N equal slices",
         tags: ["meta"],
-        querystring: { type: "object", properties: { since: { type: "string", maxLength: 20 } } },
+        querystring: {
+          type: "object",
+          properties: {
+            since: { type: "string", maxLength: 20 },
+            buckets: { type: "integer", minimum: 1, maximum: 200 },
+          },
+        },
       },
     },
     async (req) => {
       requireAuth(req);
       const now = deps.clock.now();
-      return computeStats(deps.db.kysely, now - parseDuration(req.query.since ?? "7d"), now);
+      const since = now - parseDuration(req.query.since ?? "7d");
+      const buckets = req.query.buckets;
+      return computeStats(deps.db.kysely, since, now, 10, buckets === undefined ? {} : { buckets });
     },
   );
 }
