@@ -1,3 +1,5 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -12,6 +14,7 @@ import { buildDeb } from "../helpers/debs.js";
 import { startTestHub, type TestHub } from "../helpers/hub.js";
 import { seedBuild } from "../helpers/seed-build.js";
 
+const execFileAsync = promisify(execFile);
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = path.resolve("test-artifacts/ui");
 const haveChromium = existsSync(CHROMIUM);
@@ -150,6 +153,38 @@ describe.skipIf(!haveChromium)("the web UI in chromium", () => {
       await ctx.close();
     }
   }, 60_000);
+
+  it("shows the compiler's line a failed build failed on", async () => {
+    const c = t.admin;
+    await c.createTag({ name: "ui-build", arches: ["amd64"] });
+    await c.createTag({ name: "ui-dest" });
+    await c.createTarget({ name: "ui-target", buildTag: "ui-build", destTag: "ui-dest" });
+    await c.changePackages("ui-dest", { action: "add", packages: ["broken-c"], owner: "admin" });
+    const fixture = path.resolve("test/fixtures/packages/broken-c");
+    const tarball = path.join(work, "broken-c.tar.gz");
+    await execFileAsync("tar", ["-czf", tarball, "--exclude-vcs", "-C", fixture, "."]);
+    const area = await upload(c, [tarball]);
+    const { build } = await c.createBuild({
+      target: "ui-target",
+      upload: area,
+      source: { type: "tarball", file: "broken-c.tar.gz" },
+    });
+    await until("the build to fail", async () => (await c.getBuild(build.id)).state === "failed", 180_000);
+    const failedArch = (await c.getBuild(build.id)).arches.find((a) => a.state === "failed");
+    expect(failedArch?.taskId).toBeTruthy();
+    const { ctx, page } = await newPage(t.adminToken);
+    try {
+      await page.goto(`${t.url}/#/tasks/${failedArch?.taskId}`);
+      const line = page.getByTestId("failing-line");
+      await line.waitFor();
+      // The compiler's own message (hello.c does not compile), not just the last line of the log.
+      expect(await line.textContent()).toMatch(/error/i);
+      expect(await line.textContent()).toMatch(/hello\.c/);
+      await shot(page, "build-failed");
+    } finally {
+      await ctx.close();
+    }
+  }, 240_000);
 
   it("draws the tag inheritance graph", async () => {
     const c = t.admin;
