@@ -516,12 +516,8 @@ export class KilnClient {
   }): Promise<RepoJson> {
     return this.request("POST", "/api/v1/repos", req);
   }
-  showRepo(name: string, opts: { withPackages?: boolean; q?: string } = {}): Promise<RepoDetailJson> {
-    const qs = new URLSearchParams();
-    if (opts.withPackages) qs.set("withPackages", "true");
-    if (opts.q) qs.set("q", opts.q);
-    const tail = qs.size > 0 ? `?${qs.toString()}` : "";
-    return this.request("GET", `/api/v1/repos/${encodeURIComponent(name)}${tail}`);
+  showRepo(name: string, opts: ContentsQuery = {}): Promise<RepoDetailJson> {
+    return this.request("GET", `/api/v1/repos/${encodeURIComponent(name)}${contentsQuery(opts)}`);
   }
   editRepo(
     name: string,
@@ -600,12 +596,8 @@ export class KilnClient {
   createSnapshot(req: { name: string; description?: string; from: SnapshotSourceJson }, async = false) {
     return this.repoTask<{ snapshot: string; packageCount: number }>("POST", "/api/v1/snapshots", req, async);
   }
-  showSnapshot(name: string, opts: { withPackages?: boolean; q?: string } = {}): Promise<SnapshotDetailJson> {
-    const qs = new URLSearchParams();
-    if (opts.withPackages) qs.set("withPackages", "true");
-    if (opts.q) qs.set("q", opts.q);
-    const tail = qs.size > 0 ? `?${qs.toString()}` : "";
-    return this.request("GET", `/api/v1/snapshots/${encodeURIComponent(name)}${tail}`);
+  showSnapshot(name: string, opts: ContentsQuery = {}): Promise<SnapshotDetailJson> {
+    return this.request("GET", `/api/v1/snapshots/${encodeURIComponent(name)}${contentsQuery(opts)}`);
   }
   diffSnapshots(a: string, b: string): Promise<SnapshotDiffJson[]> {
     return this.request("GET", `/api/v1/snapshots/${encodeURIComponent(a)}/diff/${encodeURIComponent(b)}`);
@@ -741,6 +733,19 @@ export class KilnClient {
   importArchiveKey(armored: string): Promise<ArchiveKeyJson> {
     return this.request("POST", "/api/v1/key", { secretKey: armored });
   }
+}
+
+/** What to list of a repo's or snapshot's packages: all of them, or those a query matches. */
+interface ContentsQuery {
+  withPackages?: boolean;
+  q?: string;
+}
+
+function contentsQuery(opts: ContentsQuery): string {
+  const qs = new URLSearchParams();
+  if (opts.withPackages) qs.set("withPackages", "true");
+  if (opts.q) qs.set("q", opts.q);
+  return qs.size > 0 ? `?${qs.toString()}` : "";
 }
 
 /** Keep-alive connections to hubs, shared by every client in the process (idle sockets do not hold it open). */

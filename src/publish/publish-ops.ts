@@ -4,7 +4,7 @@ import type { BlobStore } from "../artifacts/blob-store.js";
 import { latestInTag } from "../builds/tag-store.js";
 import { withWriteTx, type Db } from "../db/database.js";
 import { KilnError } from "../errors/catalogue.js";
-import { recordEvent } from "../events/outbox.js";
+import { latestEventId, recordEvent } from "../events/outbox.js";
 import {
   applyPublication,
   generationsOnDisk,
@@ -97,19 +97,12 @@ export async function packagesOfTag(
   tag: string,
   event?: number,
 ): Promise<{ packages: PackageRecord[]; event: number }> {
-  const latest = await latestInTag(deps, tag, event);
+  // The event first, and the tag as of it: contents and the event they are recorded with agree
+  // even when the tag changes meanwhile.
+  const asOf = event ?? (await latestEventId(deps.db.kysely));
+  const latest = await latestInTag(deps, tag, asOf);
   const packages: PackageRecord[] = [];
   for (const b of latest) packages.push(...(await packagesOfBuild(deps, b.buildId)));
-  const asOf =
-    event ??
-    Number(
-      (
-        await deps.db.kysely
-          .selectFrom("events")
-          .select((eb) => eb.fn.max<number>("id").as("id"))
-          .executeTakeFirst()
-      )?.id ?? 0,
-    );
   return { packages, event: asOf };
 }
 

@@ -245,12 +245,16 @@ export async function removeFromRepo(
   }
 }
 
-/** Publications that serve the repo directly (not through a snapshot). */
-export async function publicationsOfRepo(db: Kysely<Database>, name: string): Promise<string[]> {
+/** Publications that serve a local repo or a snapshot directly, as `prefix/distribution`. */
+export async function publicationsServing(
+  db: Kysely<Database>,
+  kind: "local" | "snapshot",
+  name: string,
+): Promise<string[]> {
   const rows = await db
     .selectFrom("publications")
     .select(["prefix", "distribution", "sources"])
-    .where("source_kind", "=", "local")
+    .where("source_kind", "=", kind)
     .execute();
   return rows
     .filter((r) => (JSON.parse(r.sources) as { name: string }[]).some((s) => s.name === name))
@@ -259,7 +263,7 @@ export async function publicationsOfRepo(db: Kysely<Database>, name: string): Pr
 
 export async function dropRepo(trx: Kysely<Database>, name: string, force: boolean): Promise<void> {
   const repo = await getRepo(trx, name);
-  const published = await publicationsOfRepo(trx, name);
+  const published = await publicationsServing(trx, "local", name);
   if (published.length > 0 && !force) {
     throw new KilnError(
       "REPO_PUBLISHED",

@@ -3,7 +3,7 @@ import type { Database, SnapshotsTable } from "../db/schema.js";
 import { compareVersions } from "../debian/version.js";
 import { KilnError } from "../errors/catalogue.js";
 import { toPackageRecord, type PackageRecord } from "./package-store.js";
-import { assertRepoName } from "./repo-store.js";
+import { assertRepoName, publicationsServing } from "./repo-store.js";
 
 export type SnapshotRow = Selectable<SnapshotsTable>;
 
@@ -117,21 +117,9 @@ export async function insertSnapshot(
   return row;
 }
 
-/** Publications that serve the snapshot. */
-export async function publicationsOfSnapshot(db: Kysely<Database>, name: string): Promise<string[]> {
-  const rows = await db
-    .selectFrom("publications")
-    .select(["prefix", "distribution", "sources"])
-    .where("source_kind", "=", "snapshot")
-    .execute();
-  return rows
-    .filter((r) => (JSON.parse(r.sources) as { name: string }[]).some((s) => s.name === name))
-    .map((r) => `${r.prefix}/${r.distribution}`);
-}
-
 export async function dropSnapshot(trx: Kysely<Database>, name: string, force: boolean): Promise<void> {
   const snap = await getSnapshot(trx, name);
-  const published = await publicationsOfSnapshot(trx, name);
+  const published = await publicationsServing(trx, "snapshot", name);
   if (published.length > 0 && !force) {
     throw new KilnError(
       "SNAPSHOT_PUBLISHED",

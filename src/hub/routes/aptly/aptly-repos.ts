@@ -9,7 +9,7 @@ import {
   createRepo,
   editRepo,
   listRepos,
-  publicationsOfRepo,
+  publicationsServing,
   repoPackages,
 } from "../../../publish/repo-store.js";
 import { snapshotPackages } from "../../../publish/snapshot-store.js";
@@ -111,7 +111,7 @@ export function registerAptlyRepoRoutes(api: FastifyInstance, deps: HubDeps): vo
     const repo = await findAptlyRepo(db, req.params.name);
     // Aptly refuses to drop a published repo even with force=1 (force only overrides its check
     // for snapshots, which in Kiln never depend on the repo they came from).
-    if ((await publicationsOfRepo(db, repo.name)).length > 0) {
+    if ((await publicationsServing(db, "local", repo.name)).length > 0) {
       throw new KilnError("REPO_PUBLISHED", "unable to drop, local repo is published", { name: repo.name });
     }
     return runAptlyTask(deps, req, reply, {

@@ -1,12 +1,8 @@
 import type { FastifyInstance } from "fastify";
 import { KilnError } from "../../../errors/catalogue.js";
 import { snapshotLock } from "../../../publish/methods.js";
-import {
-  diffPackages,
-  listSnapshots,
-  publicationsOfSnapshot,
-  snapshotPackages,
-} from "../../../publish/snapshot-store.js";
+import { publicationsServing } from "../../../publish/repo-store.js";
+import { diffPackages, listSnapshots, snapshotPackages } from "../../../publish/snapshot-store.js";
 import { requireAuth, requireUser } from "../../auth.js";
 import type { HubDeps } from "../../deps.js";
 import { toAptlyPackageDetails, toAptlySnapshot } from "./aptly-json.js";
@@ -58,7 +54,7 @@ export function registerAptlySnapshotRoutes(api: FastifyInstance, deps: HubDeps)
     requireUser(req);
     const snap = await findAptlySnapshot(db, req.params.name);
     // As in Aptly, a published snapshot is never dropped, force or not.
-    if ((await publicationsOfSnapshot(db, snap.name)).length > 0) {
+    if ((await publicationsServing(db, "snapshot", snap.name)).length > 0) {
       throw new KilnError("SNAPSHOT_PUBLISHED", "unable to drop: snapshot is published", { name: snap.name });
     }
     return runAptlyTask(deps, req, reply, {

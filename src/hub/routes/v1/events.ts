@@ -4,6 +4,7 @@ import { matchesPatterns, parseTypeFilter } from "../../../events/event-types.js
 import { readEvents, toEventJson } from "../../../events/outbox.js";
 import { requireUser } from "../../auth.js";
 import type { HubDeps } from "../../deps.js";
+import { openSseStream } from "../../sse-stream.js";
 
 interface EventsQuery {
   since?: number;
@@ -87,48 +88,22 @@ async function streamEvents(
   since: number,
   types: string[] | undefined,
 ): Promise<void> {
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache",
-    connection: "keep-alive",
-    "x-accel-buffering": "no",
-  });
-  let closed = false;
-  let wakeUp: (() => void) | undefined;
-  const close = () => {
-    closed = true;
-    wakeUp?.();
-  };
-  req.raw.on("close", close);
-  deps.lifecycle.onClose.add(close);
-  const offWake = deps.wake.on(() => wakeUp?.());
-  const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
+  const stream = openSseStream(deps, req, reply);
+  const offWake = deps.wake.on(() => stream.wake());
   let cursor = since;
   try {
-    res.write("retry: 1000\n\n");
-    while (!closed && !deps.lifecycle.closing) {
+    while (stream.open) {
       const rows = await readEvents(deps.db, { since: cursor, limit: 500 });
       for (const row of rows) {
         cursor = row.id;
         if (types && !matchesPatterns(row.type, types)) continue;
-        res.write(`event: ${row.type}\nid: ${row.id}\ndata: ${JSON.stringify(toEventJson(row))}\n\n`);
+        stream.send(row.type, toEventJson(row), String(row.id));
       }
       if (rows.length === 500) continue;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 500);
-        wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      wakeUp = undefined;
+      await stream.pause(500);
     }
   } finally {
-    clearInterval(keepAlive);
     offWake();
-    deps.lifecycle.onClose.delete(close);
-    res.end();
+    stream.end();
   }
 }

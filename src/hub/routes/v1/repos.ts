@@ -90,8 +90,18 @@ async function runTask(
   return reply.status(200).send({ task: toTaskJson(await getTask(deps, task.id)), result });
 }
 
-function packagesOut(list: PackageRecord[], q: string | undefined): PackageJson[] {
-  return (q ? filterPackages(list, q) : list).map(toPackageJson);
+const contentsQuerySchema = {
+  type: "object",
+  properties: { withPackages: { type: "boolean" }, q: { type: "string", maxLength: 4000 } },
+} as const;
+
+/** The `packages` of a repo or snapshot when asked for (all, or those the query `q` matches). */
+function contentsOut(
+  list: PackageRecord[],
+  query: { withPackages?: boolean; q?: string },
+): { packages?: PackageJson[] } {
+  if (!query.withPackages && !query.q) return {};
+  return { packages: (query.q ? filterPackages(list, query.q) : list).map(toPackageJson) };
 }
 
 /** Local repos, snapshots and publications (the native API; /api has the Aptly-compatible one). */
@@ -139,10 +149,7 @@ export function registerRepoRoutes(app: FastifyInstance): void {
         summary: "Show a local repo (with its packages on request, filtered by a package query)",
         tags: repoTags,
         params: nameParams,
-        querystring: {
-          type: "object",
-          properties: { withPackages: { type: "boolean" }, q: { type: "string", maxLength: 4000 } },
-        },
+        querystring: contentsQuerySchema,
       },
     },
     async (req) => {
@@ -151,7 +158,7 @@ export function registerRepoRoutes(app: FastifyInstance): void {
       const pkgs = await repoPackages(db, repo.id);
       return {
         ...toRepoJson(repo, pkgs.length),
-        ...(req.query.withPackages || req.query.q ? { packages: packagesOut(pkgs, req.query.q) } : {}),
+        ...contentsOut(pkgs, req.query),
       };
     },
   );
@@ -406,10 +413,7 @@ export function registerRepoRoutes(app: FastifyInstance): void {
         summary: "Show a snapshot (with its packages on request)",
         tags: snapTags,
         params: nameParams,
-        querystring: {
-          type: "object",
-          properties: { withPackages: { type: "boolean" }, q: { type: "string", maxLength: 4000 } },
-        },
+        querystring: contentsQuerySchema,
       },
     },
     async (req) => {
@@ -418,7 +422,7 @@ export function registerRepoRoutes(app: FastifyInstance): void {
       const pkgs = await snapshotPackages(db, snap.id);
       return {
         ...toSnapshotJson(snap, pkgs.length),
-        ...(req.query.withPackages || req.query.q ? { packages: packagesOut(pkgs, req.query.q) } : {}),
+        ...contentsOut(pkgs, req.query),
       };
     },
   );

@@ -12,6 +12,7 @@ import { isFinal, toTaskJson, type TaskRow } from "../../../tasks/types.js";
 import type { Principal } from "../../../db/tokens.js";
 import { requireAuth, requireUser } from "../../auth.js";
 import type { HubDeps } from "../../deps.js";
+import { openSseStream } from "../../sse-stream.js";
 import { createTaskBody, idParams, taskSchema } from "./schemas.js";
 
 interface CreateBody {
@@ -236,34 +237,17 @@ async function streamLog(
   let offset = resume ? Number(resume[2]) : 0;
   const pinned = query.epoch !== undefined;
 
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache",
-    connection: "keep-alive",
-    "x-accel-buffering": "no",
-  });
-  let closed = false;
-  let wakeUp: (() => void) | undefined;
-  const close = () => {
-    closed = true;
-    wakeUp?.();
-  };
-  req.raw.on("close", close);
-  deps.lifecycle.onClose.add(close);
-  const onLog = () => wakeUp?.();
+  const stream = openSseStream(deps, req, reply);
+  const onLog = () => stream.wake();
   deps.logEvents.on(`log:${task.id}`, onLog);
-  const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
   try {
-    res.write("retry: 1000\n\n");
-    while (!closed && !deps.lifecycle.closing) {
+    while (stream.open) {
       // Read the state first: a log written before the task went final is then surely read below.
       const current = await getTask(deps, task.id);
       const chunks = await readLog(deps, task.id, epoch, offset);
       for (const chunk of chunks) {
         offset = chunk.offset + Buffer.byteLength(chunk.data, "utf8");
-        res.write(`event: log\nid: ${epoch}:${offset}\ndata: ${JSON.stringify({ ...chunk, epoch })}\n\n`);
+        stream.send("log", { ...chunk, epoch }, `${epoch}:${offset}`);
       }
       if (!pinned) {
         const newer = (await logEpochs(deps, task.id)).find((e) => e > epoch);
@@ -274,24 +258,13 @@ async function streamLog(
         }
       }
       if (isFinal(current.state) && chunks.length === 0) {
-        res.write(
-          `event: end\ndata: ${JSON.stringify({ state: current.state, error: toTaskJson(current).error })}\n\n`,
-        );
+        stream.send("end", { state: current.state, error: toTaskJson(current).error });
         break;
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 500);
-        wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      wakeUp = undefined;
+      await stream.pause(500);
     }
   } finally {
-    clearInterval(keepAlive);
     deps.logEvents.off(`log:${task.id}`, onLog);
-    deps.lifecycle.onClose.delete(close);
-    res.end();
+    stream.end();
   }
 }
