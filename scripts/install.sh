@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # aptly only for `npm run bench` (bench/publish.js compares publishing with it); it installs in seconds.
 # chromium only for the web UI's browser tests (playwright-core drives it; no browser download).
-DEBS=(bubblewrap dpkg-dev debhelper fakeroot build-essential gpg gpgv apt xz-utils aptly chromium)
+DEBS=(bubblewrap dpkg-dev debhelper fakeroot build-essential gpg gpgv apt xz-utils aptly chromium debootstrap zstd)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,5 +1,5 @@
 import type { Kysely, Selectable } from "kysely";
-import type { ArtifactJson, BuildJson, BuildState } from "../client/types.js";
+import type { ArtifactJson, BuildBuildrootJson, BuildJson, BuildState } from "../client/types.js";
 import type { BuildsTable, Database } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
 import { recordEvent } from "../events/outbox.js";
@@ -79,6 +79,7 @@ export async function buildJson(db: Kysely<Database>, row: BuildRow): Promise<Bu
     })),
     artifacts: artifacts.map(artifactJson),
     tags: tags.map((t) => t.name),
+    buildroot: row.buildroot ? (JSON.parse(row.buildroot) as BuildBuildrootJson) : null,
   };
 }
 

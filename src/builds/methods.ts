@@ -20,6 +20,9 @@ const hubOnly = (name: string, channel: string, weight: number): MethodSpec => (
 });
 
 registerMethod(hubOnly("build", "hub", 0.2));
+registerMethod(hubOnly("chainBuild", "hub", 0.1));
 registerMethod(hubOnly("tagBuild", "hub", 0.1));
 registerMethod(hubOnly("buildSrc", "default", 1));
 registerMethod(hubOnly("buildArch", "default", 1.5));
+// Made by POST /buildroots on a worker with the `buildroot` channel; arch is the base's, set there.
+registerMethod(hubOnly("createBuildroot", "buildroot", 1));

@@ -292,18 +292,49 @@ export async function resolveTag(
   graph: Graph;
   walk: InheritanceEntry[];
   config: { arches: string[] | null; extra: Record<string, unknown> };
+  /** The id of the tag each extra key of `config` comes from. */
+  extraOrigin: Record<string, number>;
 }> {
   const graph = await loadGraph(db);
   const tag = [...graph.tags.values()].find((t) => t.name === name);
   if (!tag) throw new KilnError("TAG_NOT_FOUND", `no tag named "${name}"; see \`kiln tag list\``);
   const walk = walkInheritance(tag.id, graph.linksByChild, eventOpt(event));
   const cfg = buildConfig(tag.id, walk, tagConfigs(graph));
-  return { tag, graph, walk, config: { arches: cfg.arches ? [...cfg.arches] : null, extra: cfg.extra } };
+  return {
+    tag,
+    graph,
+    walk,
+    config: { arches: cfg.arches ? [...cfg.arches] : null, extra: cfg.extra },
+    extraOrigin: cfg.origin.extra,
+  };
+}
+
+/** Every tag whose build config has `key` set to `value`, and the tag it comes from. */
+export async function tagsWithExtra(
+  db: Kysely<Database>,
+  key: string,
+  value: unknown,
+): Promise<{ tag: string; from: string }[]> {
+  const graph = await loadGraph(db);
+  const configs = tagConfigs(graph);
+  const out: { tag: string; from: string }[] = [];
+  for (const tag of graph.tags.values()) {
+    const cfg = buildConfig(tag.id, walkInheritance(tag.id, graph.linksByChild), configs);
+    if (cfg.extra[key] !== value) continue;
+    const from = cfg.origin.extra[key];
+    out.push({
+      tag: tag.name,
+      from: (from === undefined ? undefined : graph.tags.get(from)?.name) ?? tag.name,
+    });
+  }
+  return out.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
 }
 
 export async function describeTag(deps: StoreDeps, name: string, event?: number): Promise<TagDetailJson> {
-  const { tag, graph, walk, config } = await resolveTag(deps.db.kysely, name, event);
+  const { tag, graph, walk, config, extraOrigin } = await resolveTag(deps.db.kysely, name, event);
   const nameOf = (id: number) => graph.tags.get(id)?.name ?? `#${id}`;
+  const buildroot = config.extra.buildroot;
+  const buildrootFrom = extraOrigin.buildroot;
   const own = activeAt(graph.linksByChild.get(tag.id) ?? [], event).sort((a, b) => a.priority - b.priority);
   return {
     ...tagJson(tag),
@@ -328,6 +359,10 @@ export async function describeTag(deps: StoreDeps, name: string, event?: number)
       maxdepthRemaining: e.maxdepthRemaining,
     })),
     config,
+    buildroot:
+      typeof buildroot === "string" && buildrootFrom !== undefined
+        ? { name: buildroot, from: nameOf(buildrootFrom) }
+        : null,
     event: event ?? (await latestEventId(deps.db.kysely)),
   };
 }

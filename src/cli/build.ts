@@ -179,7 +179,26 @@ export function formatBuildInfo(build: BuildJson, now: number = Date.now()): str
           { header: "task", value: (a) => a.taskId, align: "right" },
         ]);
   const artifacts = build.artifacts.length === 0 ? "none\n" : formatArtifacts(build.artifacts, true);
-  return `${fields}\narches:\n${arches}\nartifacts:\n${artifacts}`;
+  return `${fields}\narches:\n${arches}\nartifacts:\n${artifacts}${formatBuildroot(build.buildroot)}`;
+}
+
+/** The buildroot a build ran in and, per arch, the Build-Depends apt installed (as a .buildinfo lists them). */
+export function formatBuildroot(root: BuildJson["buildroot"]): string {
+  if (!root) return "";
+  const head = `\nbuildroot: ${root.name} (${root.sha256.slice(0, 12)}), Build-Depends from ${root.tag}'s repo ${root.repoId}\n`;
+  const parts = Object.entries(root.arches).map(([arch, a]) => {
+    const title = `installed for ${arch} (ready in ${formatDuration(a.setupSeconds)}, base ${a.base}):\n`;
+    if (a.installed.length === 0) return `${title}nothing beyond the base\n`;
+    return (
+      title +
+      formatTable(a.installed, [
+        { header: "package", value: (p) => p.package },
+        { header: "version", value: (p) => p.version },
+        { header: "arch", value: (p) => p.arch },
+      ])
+    );
+  });
+  return head + parts.join("");
 }
 
 /** The attempts of a build's steps: every retry and requeue, each with its own log (epoch). */

@@ -5,6 +5,8 @@ import { Command, CommanderError } from "commander";
 import { ERRORS, KilnError, type ErrorCode } from "../errors/catalogue.js";
 import { VERSION } from "../version.js";
 import { registerBuildCommands } from "./build.js";
+import { registerBuildrootCommand } from "./buildroot.js";
+import { registerChainBuildCommands } from "./chain-build.js";
 import { CliExit, DEFAULT_HUB, describeTokenSource, type GlobalOptions } from "./context.js";
 import { registerGcCommand } from "./gc.js";
 import { registerEventsCommand } from "./events.js";
@@ -23,6 +25,7 @@ import { registerTaskCommand } from "./task.js";
 import { registerTokenCommand } from "./token.js";
 import { registerUserCommand } from "./user.js";
 import { registerVersionCommand } from "./version.js";
+import { registerWaitRepoCommand } from "./wait-repo.js";
 import { registerWebhookCommand } from "./webhook.js";
 import { registerWorkerCommand } from "./worker.js";
 
@@ -62,8 +65,11 @@ export function buildProgram(): Command {
   registerTagCommand(program);
   registerPackageCommand(program);
   registerTaggingCommands(program);
+  registerWaitRepoCommand(program);
   registerTargetCommand(program);
   registerBuildCommands(program);
+  registerBuildrootCommand(program);
+  registerChainBuildCommands(program);
   registerStatsCommand(program);
   registerRepoCommand(program);
   registerSnapshotCommand(program);

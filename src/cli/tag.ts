@@ -12,6 +12,7 @@ import { KilnError } from "../errors/catalogue.js";
 import { parseNvr } from "./build.js";
 import { clientFor, parseId, parseInteger, parseList } from "./context.js";
 import { formatFields, formatTable, formatTime, printJson, printTable } from "./output.js";
+import { registerTagRepoCommands } from "./wait-repo.js";
 
 interface JsonFlag {
   json?: boolean;
@@ -85,6 +86,8 @@ export interface TagEditFlags {
   unlock?: boolean;
   extra?: Record<string, unknown>;
   removeExtra?: string[];
+  /** A buildroot base's name, or false for --no-buildroot (stored as extra.buildroot). */
+  buildroot?: string | false;
 }
 
 export type TagPatch = Parameters<KilnClient["editTag"]>[1];
@@ -97,8 +100,18 @@ export function buildTagPatch(flags: TagEditFlags): TagPatch {
   if (flags.perm !== undefined) patch.perm = flags.perm === false ? null : flags.perm;
   if (flags.lock) patch.locked = true;
   if (flags.unlock) patch.locked = false;
-  const set = flags.extra ?? {};
-  const removed = flags.removeExtra ?? [];
+  const set = { ...flags.extra };
+  const removed = [...(flags.removeExtra ?? [])];
+  if (flags.buildroot !== undefined) {
+    if (Object.hasOwn(set, "buildroot") || removed.includes("buildroot")) {
+      throw new KilnError(
+        "VALIDATION_FAILED",
+        "--buildroot and --extra/--remove-extra buildroot say the same thing twice: give one",
+      );
+    }
+    if (flags.buildroot === false) removed.push("buildroot");
+    else set.buildroot = flags.buildroot;
+  }
   const both = removed.filter((k) => Object.hasOwn(set, k));
   if (both.length > 0) {
     throw new KilnError(
@@ -112,7 +125,7 @@ export function buildTagPatch(flags: TagEditFlags): TagPatch {
   if (Object.keys(patch).length === 0) {
     throw new KilnError(
       "VALIDATION_FAILED",
-      "nothing to change: give --rename, --arches/--no-arches, --perm/--no-perm, --lock/--unlock, --extra or --remove-extra",
+      "nothing to change: give --rename, --arches/--no-arches, --perm/--no-perm, --lock/--unlock, --buildroot/--no-buildroot, --extra or --remove-extra",
     );
   }
   return patch;
@@ -167,6 +180,14 @@ export function formatParents(parents: readonly TagLinkJson[]): string {
   ]);
 }
 
+/** The base builds start from and where the setting comes from; undefined from a hub that does not say. */
+function formatBuildroot(tag: TagDetailJson): string | undefined {
+  if (tag.buildroot === undefined) return undefined;
+  if (tag.buildroot === null) return "none: builds run on the worker's own root";
+  const { name, from } = tag.buildroot;
+  return from === tag.name ? name : `${name} (inherited from ${from})`;
+}
+
 export function formatTagDetail(tag: TagDetailJson, now: number = Date.now()): string {
   const fields = formatFields([
     ["tag", `${tag.name} (id ${tag.id})`],
@@ -183,6 +204,7 @@ export function formatTagDetail(tag: TagDetailJson, now: number = Date.now()): s
       tag.config.arches ? tag.config.arches.join(", ") : "none: no tag in the inheritance sets arches",
     ],
     ["extra", formatExtra(tag.config.extra) ?? "none"],
+    ["buildroot", formatBuildroot(tag)],
   ]);
   return (
     `${fields}\nparents:\n${formatParents(tag.parents)}\n` +
@@ -250,6 +272,8 @@ export function registerTagCommand(program: Command): void {
       collectExtra,
     )
     .option("--remove-extra <key>", "remove an extra setting (repeatable)", collectKeys)
+    .option("--buildroot <name>", "build in this buildroot base (see `kiln buildroot list`); inherited")
+    .option("--no-buildroot", "drop its own buildroot setting (inherit one, or build on the host)")
     .option("--json", "print the tag as JSON")
     .action(async (name: string, opts: JsonFlag & TagEditFlags, cmd: Command) => {
       const edited = await clientFor(cmd).editTag(name, buildTagPatch(opts));
@@ -370,6 +394,8 @@ export function registerTagCommand(program: Command): void {
         { header: "tag", value: (b) => (b.inherited ? `${b.tag} (inherited)` : b.tag) },
       ]);
     });
+
+  registerTagRepoCommands(tag);
 }
 
 /** `kiln tag-build` and `kiln untag-build`: top-level, as in Koji. */

@@ -16,11 +16,17 @@ import type {
   ArchiveKeyJson,
   ArtifactJson,
   BuildJson,
+  BuildrootDetailJson,
+  BuildrootJson,
+  CreateBuildrootRequest,
   CreateBuildRequest,
+  ChainBuildJson,
+  CreateChainBuildRequest,
   PackageEntryJson,
   TagDetailJson,
   TaggedBuildJson,
   TagJson,
+  TagRepoJson,
   TargetJson,
   BuildAttemptJson,
   StatsJson,
@@ -488,6 +494,21 @@ export class KilnClient {
   untagBuild(tag: string, nvr: string, opts: { force?: boolean } = {}): Promise<void> {
     return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/untag`, { build: nvr, ...opts });
   }
+  /** The tag's current ready repo (TAG_REPO_NOT_FOUND when it has none). */
+  getTagRepo(tag: string): Promise<TagRepoJson> {
+    return this.request("GET", `/api/v1/tags/${encodeURIComponent(tag)}/repo`);
+  }
+  /** The tag's repos, newest first. */
+  listTagRepos(tag: string, limit?: number): Promise<TagRepoJson[]> {
+    return this.request(
+      "GET",
+      `/api/v1/tags/${encodeURIComponent(tag)}/repos${limit ? `?limit=${limit}` : ""}`,
+    );
+  }
+  /** Queues a newRepo for the tag (or gets the one queued); its result is the repo. */
+  regenTagRepo(tag: string): Promise<{ task: TaskJson }> {
+    return this.request("POST", `/api/v1/tags/${encodeURIComponent(tag)}/repo`, {});
+  }
   listTargets(): Promise<TargetJson[]> {
     return this.request("GET", "/api/v1/targets");
   }
@@ -681,6 +702,14 @@ export class KilnClient {
   createBuild(req: CreateBuildRequest): Promise<{ build: BuildJson; task: TaskJson }> {
     return this.request("POST", "/api/v1/builds", req);
   }
+  /** Groups of builds in order; answers the chain's task and its (not yet started) builds. */
+  createChainBuild(req: CreateChainBuildRequest): Promise<ChainBuildJson> {
+    return this.request("POST", "/api/v1/chain-builds", req);
+  }
+  /** A chain build by its task id: where each of its builds stands. */
+  getChainBuild(taskId: number): Promise<ChainBuildJson> {
+    return this.request("GET", `/api/v1/chain-builds/${taskId}`);
+  }
   /** By "source/version" or numeric id. */
   getBuild(ref: string | number): Promise<BuildJson> {
     return this.request(
@@ -723,6 +752,25 @@ export class KilnClient {
       { body, headers: { "content-type": "application/octet-stream" }, timeoutMs: 3_600_000 },
     );
     return (await res.json()) as ArtifactJson;
+  }
+
+  // --- Buildroot bases ---
+  /** Admin: records the base and queues the task that makes it. */
+  createBuildroot(req: CreateBuildrootRequest): Promise<{ buildroot: BuildrootJson; task: TaskJson }> {
+    return this.request("POST", "/api/v1/buildroots", req);
+  }
+  listBuildroots(opts: { all?: boolean } = {}): Promise<BuildrootJson[]> {
+    return this.request("GET", `/api/v1/buildroots${opts.all ? "?all=true" : ""}`);
+  }
+  getBuildroot(name: string): Promise<BuildrootDetailJson> {
+    return this.request("GET", `/api/v1/buildroots/${encodeURIComponent(name)}`);
+  }
+  /** Admin: soft delete; `force` even while tags name it. */
+  deleteBuildroot(name: string, opts: { force?: boolean } = {}): Promise<BuildrootJson> {
+    return this.request(
+      "DELETE",
+      `/api/v1/buildroots/${encodeURIComponent(name)}${opts.force ? "?force=true" : ""}`,
+    );
   }
 
   // --- The archive signing key ---

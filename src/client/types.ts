@@ -1,6 +1,7 @@
 /** Shapes of the native API (/api/v1) shared by the hub, the CLI, the worker and the web UI. */
 export type { TaskJson, TaskError, TaskState, LockSpec } from "../tasks/types.js";
 import type { TaskJson } from "../tasks/types.js";
+import type { ChainReport } from "../builds/chain-report.js";
 
 export interface TaskDetailJson extends TaskJson {
   /** For a free task: why it is not running yet. */
@@ -110,6 +111,8 @@ export interface TagDetailJson extends TagJson {
   parents: TagLinkJson[];
   walk: TagWalkEntryJson[];
   config: { arches: string[] | null; extra: Record<string, unknown> };
+  /** The buildroot base builds in it use (`extra.buildroot`) and the tag that sets it; null: none. */
+  buildroot?: { name: string; from: string } | null;
   event: number;
 }
 
@@ -157,6 +160,17 @@ export interface BuildJson {
   arches: BuildArchJson[];
   artifacts: ArtifactJson[];
   tags: string[];
+  /** What the build ran in, when its build tag names a buildroot (null: the workers' host root). */
+  buildroot: BuildBuildrootJson | null;
+}
+
+/** A build's buildroot: the base, the build tag's repo, and per arch the Build-Depends installed. */
+export interface BuildBuildrootJson {
+  name: string;
+  sha256: string;
+  tag: string;
+  repoId: number;
+  arches: Record<string, { installed: InstalledPackage[]; setupSeconds: number; base: string }>;
 }
 
 export interface TaggedBuildJson {
@@ -178,6 +192,31 @@ export interface TargetJson {
   retry?: string | null;
 }
 
+export type TagRepoState = "init" | "ready" | "expired" | "deleted" | "failed";
+
+/** A tag's internal APT repository (Koji's repo): its latest builds as of an event. */
+export interface TagRepoJson {
+  id: number;
+  tag: string;
+  state: TagRepoState;
+  /** The newest event its contents reflect. */
+  eventId: number;
+  builds: { buildId: number; nvr: string }[];
+  packageCount: number;
+  createdAt: string;
+  readyAt: string | null;
+  expiredAt: string | null;
+  deletedAt: string | null;
+  /** URL path on the hub, `/repos/<tag>/<id>/`; apt takes it with distribution `kiln`, component `main`. */
+  path: string;
+  /** The newRepo task that made it. */
+  taskId: number | null;
+  /** Why making it failed (state `failed`). */
+  error: string | null;
+  /** Set on a newRepo result when nothing changed and no new repo was made. */
+  unchanged?: boolean;
+}
+
 export interface CreateBuildRequest {
   target: string;
   /** An upload area made with POST /api/v1/uploads holding the source. */
@@ -188,6 +227,25 @@ export interface CreateBuildRequest {
   priority?: number;
   archOverride?: string[];
   force?: boolean;
+}
+
+/** POST /api/v1/chain-builds: groups build in order, the builds of a group in parallel. */
+export interface CreateChainBuildRequest {
+  target: string;
+  /** Each source as POST /api/v1/builds takes it: an upload area and the file in it. */
+  groups: { upload: string; source: CreateBuildRequest["source"] }[][];
+  priority?: number;
+  force?: boolean;
+}
+
+export type { ChainEntryJson, ChainEntryState, ChainRepoWaitJson } from "../builds/chain-report.js";
+
+/** A chain build: its `chainBuild` task, its target, and where each of its builds stands. */
+export interface ChainBuildJson extends ChainReport {
+  task: TaskJson;
+  target: string;
+  buildTag: string;
+  destTag: string;
 }
 
 /** Args of the worker methods (what buildSrc/buildArch handlers receive as task.args). */
@@ -224,10 +282,115 @@ export interface BuildArchArgs {
   dep: boolean;
   dsc: SourceFileRef;
   files: SourceFileRef[];
+  /** Build in a fresh root from this base, installing Build-Depends from its mirror and `repo`. */
+  buildroot?: BuildrootRef;
+}
+
+/** What a buildArch in a buildroot needs: the base (by content) and the build tag's repo. */
+export interface BuildrootRef {
+  name: string;
+  sha256: string;
+  size: number;
+  /** The build tag's repo (Koji's kojira repo) to install Build-Depends from. */
+  repo: { id: number; tag: string; path: string };
+}
+
+/** A package the buildroot had installed for the build, as a .buildinfo lists them. */
+export interface InstalledPackage {
+  package: string;
+  version: string;
+  arch: string;
 }
 
 export interface BuildArchResult {
   artifacts: { name: string; sha256: string; size: number; kind: string }[];
+  /** Present when the build ran in a buildroot. */
+  buildroot?: {
+    name: string;
+    sha256: string;
+    repoId: number;
+    /** Packages apt installed for the Build-Depends (name, version, arch), sorted. */
+    installed: InstalledPackage[];
+    /** Seconds from claiming the base to a root ready to build in. */
+    setupSeconds: number;
+    /** How the base was found: in the worker's cache, checked again, or downloaded. */
+    base: "cached" | "verified" | "fetched";
+  };
+}
+
+// --- Buildroot bases ---
+
+export type BuildrootState = "building" | "ready" | "failed" | "deleted";
+
+/** What a base holds, as the createBuildroot task reports it. */
+export interface BuildrootInfoJson {
+  /** How many packages dpkg has installed in it. */
+  packages: number;
+  /** The versions of debootstrap that made it and of apt inside it. */
+  debootstrap: string;
+  apt: string;
+  /** Every installed package as "name=version". */
+  installed: string[];
+}
+
+/** A buildroot base: a debootstrap tree stored as a tarball in the blob store. */
+export interface BuildrootJson {
+  id: number;
+  name: string;
+  suite: string;
+  mirror: string;
+  arch: string;
+  /** Packages included beyond build-essential and fakeroot (always there). */
+  include: string[];
+  state: BuildrootState;
+  /** The tarball's content address, once ready. */
+  sha256: string | null;
+  size: number | null;
+  info: BuildrootInfoJson | null;
+  /** The createBuildroot task that made (or makes) it. */
+  taskId: number | null;
+  /** Why making it failed. */
+  error: string | null;
+  owner: string;
+  createdAt: string;
+  readyAt: string | null;
+  deletedAt: string | null;
+}
+
+/** GET /api/v1/buildroots/:name: the base and the tags whose builds use it. */
+export interface BuildrootDetailJson extends BuildrootJson {
+  /** Every tag whose build config names it; `from` is the tag that sets it (itself, or an ancestor). */
+  tags: { tag: string; from: string }[];
+}
+
+/** POST /api/v1/buildroots. */
+export interface CreateBuildrootRequest {
+  name: string;
+  suite: string;
+  mirror: string;
+  /** Default: the hub's own dpkg architecture. */
+  arch?: string;
+  include?: string[];
+}
+
+/** Args of a `createBuildroot` task (channel `buildroot`, arch = the base's). */
+export interface CreateBuildrootTaskArgs {
+  buildrootId: number;
+  name: string;
+  suite: string;
+  mirror: string;
+  arch: string;
+  include: string[];
+}
+
+/**
+ * What a `createBuildroot` task closes with, after uploading one artifact of kind `buildroot`
+ * (`<name>.tar.zst`) with this sha256 and size.
+ */
+export interface CreateBuildrootTaskResult {
+  sha256: string;
+  size: number;
+  info: BuildrootInfoJson;
 }
 
 // --- The archive signing key ---

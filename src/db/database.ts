@@ -12,6 +12,7 @@ import * as m003 from "./migrations/003-dispatch-index.js";
 import * as m004 from "./migrations/004-repos.js";
 import * as m005 from "./migrations/005-webhooks.js";
 import * as m006 from "./migrations/006-reliability.js";
+import * as m007 from "./migrations/007-buildroots.js";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -33,6 +34,7 @@ const MIGRATIONS: { name: string; up: typeof m001.up }[] = [
   { name: "004-repos", up: m004.up },
   { name: "005-webhooks", up: m005.up },
   { name: "006-reliability", up: m006.up },
+  { name: "007-buildroots", up: m007.up },
 ];
 
 export function dialectOf(url: string): Dialect {

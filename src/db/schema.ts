@@ -190,6 +190,49 @@ export interface BuildsTable {
   task_id: number | null;
   created_at: number;
   completed_at: number | null;
+  /** The tag repo the build installs its Build-Depends from (null: built on the host root). */
+  tag_repo_id: Generated<number | null>;
+  /** JSON BuildrootRecord: the base and, per arch, the resolved Build-Depends. */
+  buildroot: Generated<string | null>;
+}
+
+export interface BuildrootsTable {
+  id: Generated<number>;
+  name: string;
+  suite: string;
+  mirror: string;
+  arch: string;
+  /** JSON list of packages debootstrap includes beyond build-essential and fakeroot. */
+  include: string;
+  /** building | ready | failed | deleted */
+  state: string;
+  sha256: string | null;
+  size: number | null;
+  /** JSON: what the base holds. */
+  info: string | null;
+  task_id: number | null;
+  error: string | null;
+  owner: string;
+  created_at: number;
+  ready_at: number | null;
+  deleted_at: number | null;
+}
+
+export interface TagReposTable {
+  id: Generated<number>;
+  tag_id: number;
+  /** init | ready | expired | deleted | failed */
+  state: string;
+  event_id: number;
+  /** JSON [{buildId, nvr}] */
+  builds: string;
+  package_count: Generated<number>;
+  task_id: number | null;
+  error: string | null;
+  created_at: number;
+  ready_at: number | null;
+  expired_at: number | null;
+  deleted_at: number | null;
 }
 
 export interface BuildTagsTable {
@@ -336,6 +379,8 @@ export interface Database {
   tag_packages: TagPackagesTable;
   targets: TargetsTable;
   builds: BuildsTable;
+  buildroots: BuildrootsTable;
+  tag_repos: TagReposTable;
   build_tags: BuildTagsTable;
   artifacts: ArtifactsTable;
   user_perms: UserPermsTable;

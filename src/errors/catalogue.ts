@@ -108,10 +108,35 @@ export const ERRORS = {
   TARGET_EXISTS: { status: 409, exit: 4, message: "A target with that name already exists" },
   TAG_LOCKED: { status: 409, exit: 4, message: "The tag is locked; an admin may unlock it or use --force" },
   TAG_IN_USE: { status: 409, exit: 4, message: "The tag is still used by targets or child tags" },
+  TAG_REPO_NOT_FOUND: {
+    status: 404,
+    exit: 3,
+    message: "The tag has no ready repository yet; `kiln tag regen-repo TAG` makes one",
+  },
+  TAG_REPO_FAILED: {
+    status: 500,
+    exit: 1,
+    message: "Making the tag's repository failed; see the task's log",
+  },
+  TAG_REPO_TIMEOUT: {
+    status: 504,
+    exit: 1,
+    message: "No ready repository of the tag held the builds before the wait timed out",
+  },
   BUILD_EXISTS: {
     status: 409,
     exit: 4,
     message: "That source and version was already built; use --scratch to build it again",
+  },
+  CHAIN_TARGET_UNUSABLE: {
+    status: 400,
+    exit: 2,
+    message: "The target cannot chain builds: its build tag does not inherit its destination tag",
+  },
+  CHAIN_DUPLICATE_BUILD: {
+    status: 400,
+    exit: 2,
+    message: "The chain names the same source and version more than once",
   },
   BUILD_NOT_COMPLETE: { status: 409, exit: 4, message: "Only a complete, non-scratch build can be tagged" },
   BUILD_ALREADY_TAGGED: { status: 409, exit: 4, message: "The build is already in that tag" },
@@ -131,6 +156,30 @@ export const ERRORS = {
     status: 400,
     exit: 2,
     message: "No architecture to build: the build tag's arches and the package's do not meet",
+  },
+  // Buildroot bases.
+  INVALID_SUITE: { status: 400, exit: 2, message: "The suite is not a Debian suite or codename" },
+  INVALID_MIRROR: { status: 400, exit: 2, message: "The mirror is not an http(s) URL" },
+  BUILDROOT_NOT_FOUND: { status: 404, exit: 3, message: "No such buildroot base; see `kiln buildroot list`" },
+  BUILDROOT_EXISTS: {
+    status: 409,
+    exit: 4,
+    message: "A buildroot base of that name exists; delete it first or pick another name",
+  },
+  BUILDROOT_NOT_READY: {
+    status: 409,
+    exit: 4,
+    message: "The buildroot base is still being made, or making it failed",
+  },
+  BUILDROOT_IN_USE: {
+    status: 409,
+    exit: 4,
+    message: "Tags name the buildroot base; point them elsewhere or delete with --force",
+  },
+  BUILDROOT_CREATE_FAILED: {
+    status: 500,
+    exit: 1,
+    message: "Making the buildroot base failed (debootstrap's explanation is in the message)",
   },
   BUILD_DEPS_MISSING: { status: 500, exit: 1, message: "Build dependencies are missing" },
   BUILD_FAILED: { status: 500, exit: 1, message: "The build failed; see its log" },

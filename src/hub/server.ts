@@ -32,9 +32,13 @@ import { HUB_POLICY_TESTS } from "./policy-check.js";
 import type { HubDeps } from "./deps.js";
 import { ArchiveKey } from "../publish/archive-key.js";
 import { buildHandler } from "./handlers/build.js";
+import { chainBuildHandler } from "./handlers/chain-build.js";
 import { groupHandler } from "./handlers/group.js";
 import { tagBuildHandler } from "./handlers/tag-build.js";
 import { repoHandlers } from "./handlers/repo-ops.js";
+import { tagRepoHandlers } from "./handlers/tag-repo.js";
+import "../builds/tag-repo-methods.js";
+import { TagRepoTracker } from "../builds/tag-repo-tracker.js";
 import "../publish/methods.js";
 import { TagPublicationTracker } from "../publish/track-tags.js";
 import { recoverInterruptedPublishes } from "../publish/recover.js";
@@ -43,7 +47,7 @@ import "../builds/methods.js";
 import "../builds/retry-policy.js";
 import { createHubMetrics } from "./metrics.js";
 
-export const DATA_SUBDIRS = ["blobs", "upload", "public", "staging", "logs", "keys", "work"];
+export const DATA_SUBDIRS = ["blobs", "upload", "public", "staging", "logs", "keys", "work", "repos"];
 
 export interface Hub {
   url: string;
@@ -67,8 +71,10 @@ export function hubHandlers(deps: HubDeps): HandlerMap {
   return new Map([
     ["group", groupHandler(deps)],
     ["build", buildHandler(deps)],
+    ["chainBuild", chainBuildHandler(deps)],
     ["tagBuild", tagBuildHandler(deps)],
     ...repoHandlers(deps),
+    ...tagRepoHandlers(deps),
   ]);
 }
 
@@ -149,6 +155,9 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
   const url = `http://${localHost}:${address.port}`;
 
   const tracker = new TagPublicationTracker({ db, log, queue: (input) => createTask(deps, input) });
+  const repoTracker = new TagRepoTracker(deps);
+  const tickRepos = () =>
+    void repoTracker.tick().catch((err: unknown) => log.error({ err }, "keeping tag repos current failed"));
   await recoverInterruptedPublishes(deps.db, path.join(config.data, "staging"), clock.now());
   // A tag changes when a task (tagBuild) or a call commits: look soon after a wake-up, at most
   // ten times a second, rather than waiting for the sweeper.
@@ -159,6 +168,7 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
     setTimeout(() => {
       trackPending = false;
       tracker.tick().catch((err: unknown) => log.error({ err }, "republishing tracked tags failed"));
+      tickRepos();
     }, 100).unref();
   });
   // Webhooks go out from a loop of their own, never as engine tasks: a dead receiver must not
@@ -170,6 +180,7 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
   const offWebhooks = wake.on(() => webhooks.kick());
   const sweeper = setInterval(() => {
     tracker.tick().catch((err: unknown) => log.error({ err }, "republishing tracked tags failed"));
+    tickRepos();
     sweep(deps)
       .then((r) => {
         if (r.expired.length > 0) log.warn({ tasks: r.expired }, "leases expired; tasks requeued");
@@ -218,7 +229,12 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
     const host = await embeddedHost(
       deps,
       name,
-      { arches: detectArches(), channels: ["default"], capacity: Math.max(1, os.availableParallelism()) },
+      {
+        arches: detectArches(),
+        // A worker that can make buildroots and build in them serves that channel too.
+        channels: facts.capabilities.includes("buildroot") ? ["default", "buildroot"] : ["default"],
+        capacity: Math.max(1, os.availableParallelism()),
+      },
       false,
     );
     await resetHostTasks(deps, host.id);
@@ -235,6 +251,8 @@ export async function startHub(config: HubConfig, opts: StartOptions = {}): Prom
     );
   }
   for (const w of workers) await w.start();
+  // A tag changed just before a stop or crash gets its repo now; leftovers on disk go.
+  tickRepos();
 
   const announce = opts.announce;
   if (announce) {

@@ -564,6 +564,7 @@ async function pruneGenerations(gensDir: string, live: number, keep: number): Pr
 /** Removes a distribution from disk (kiln publish drop); the pool is left to the collector. */
 export async function removeDistribution(dirs: PublishDirs, prefix: string, dist: string): Promise<void> {
   const paths = distPaths(dirs, prefix, dist);
+  livePools.delete(paths.gens); // gone for good: its pool files must be checked again if it returns
   await unlink(paths.link).catch(() => undefined);
   await rm(paths.gens, { recursive: true, force: true });
 }

@@ -9,7 +9,9 @@
  * - Package rows: kept while a repo, a snapshot or a generation on disk (by the main file's
  *   sha256) refers to them. Rows made from builds' artifacts are made again on demand.
  * - Blobs: kept while an artifact or a package row refers to them, and while they are younger
- *   than the oldest running task (its uploads may not be recorded yet) or than `minAgeMs`.
+ *   than the oldest running task (its uploads may not be recorded yet) or than `minAgeMs`. A
+ *   buildroot tarball is kept only while its base is being made or is the tarball of a ready base:
+ *   a deleted or failed base's goes (unless a ready base has the same content).
  * - Upload areas: those of builds that completed, and any untouched for `uploadMaxAgeMs`, unless
  *   an unfinished task names them.
  */
@@ -23,6 +25,7 @@ import { withWriteTx, type Db } from "../db/database.js";
 import type { Database } from "../db/schema.js";
 import type { Kysely } from "kysely";
 import { assertPrefix, prefixRoot, type PublishDirs } from "./apply-publication.js";
+import { BUILDROOT_ARTIFACT_KIND } from "../builds/buildroot-store.js";
 import type { PackageFile } from "./package-store.js";
 
 export interface GcDeps {
@@ -389,10 +392,39 @@ async function deletePackages(db: Db, candidates: readonly { id: number; key: st
   return deleted;
 }
 
+/**
+ * The buildroot tarballs to keep: ready bases' own, and any uploaded by a base's task that is still
+ * making it (its finalizer has yet to check it) or by a task with no base row (never guessed away).
+ */
+async function keptBuildrootBlobs(db: Kysely<Database>): Promise<Set<string>> {
+  const out = new Set<string>();
+  const ready = await db
+    .selectFrom("buildroots")
+    .select("sha256")
+    .where("state", "=", "ready")
+    .where("deleted_at", "is", null)
+    .execute();
+  for (const r of ready) if (r.sha256 !== null) out.add(r.sha256);
+  const uploaded = await db
+    .selectFrom("artifacts")
+    .leftJoin("buildroots", "buildroots.task_id", "artifacts.task_id")
+    .select(["artifacts.sha256", "buildroots.state"])
+    .where("artifacts.kind", "=", BUILDROOT_ARTIFACT_KIND)
+    .execute();
+  for (const r of uploaded) if (r.state === null || r.state === "building") out.add(r.sha256);
+  return out;
+}
+
 /** Every blob a build artifact or a package row (minus `dropped`) refers to. */
 async function referencedBlobs(db: Kysely<Database>, dropped: ReadonlySet<string>): Promise<Set<string>> {
-  const out = new Set<string>();
-  for (const r of await db.selectFrom("artifacts").select("sha256").distinct().execute()) out.add(r.sha256);
+  const out = await keptBuildrootBlobs(db);
+  const artifacts = await db
+    .selectFrom("artifacts")
+    .select("sha256")
+    .distinct()
+    .where("kind", "!=", BUILDROOT_ARTIFACT_KIND)
+    .execute();
+  for (const r of artifacts) out.add(r.sha256);
   let after = 0;
   for (;;) {
     const rows = await db
@@ -441,11 +473,24 @@ async function uploadsInUse(db: Kysely<Database>): Promise<Set<string>> {
     .where("args", "like", '%"upload"%')
     .execute();
   const out = new Set<string>();
-  for (const r of rows) {
-    const upload = (JSON.parse(r.args) as { upload?: unknown }).upload;
-    if (typeof upload === "string") out.add(upload);
-  }
+  for (const r of rows) uploadsNamedIn(JSON.parse(r.args) as unknown, out, 0);
   return out;
+}
+
+/**
+ * Every `upload` in a task's args, however deep: a chain build holds its later groups' sources
+ * in `groups[][].upload` until those groups start.
+ */
+function uploadsNamedIn(value: unknown, out: Set<string>, depth: number): void {
+  if (depth > 4 || typeof value !== "object" || value === null) return;
+  if (Array.isArray(value)) {
+    for (const v of value) uploadsNamedIn(v, out, depth + 1);
+    return;
+  }
+  for (const [k, v] of Object.entries(value)) {
+    if (k === "upload" && typeof v === "string") out.add(v);
+    else uploadsNamedIn(v, out, depth + 1);
+  }
 }
 
 /** Whether a `build` task that closed took its source from this area. */

@@ -224,9 +224,14 @@ export async function upsertPackage(
       files: JSON.stringify(input.files),
       created_at: now,
     })
+    .onConflict((oc) => oc.column("key").doNothing())
     .returningAll()
-    .executeTakeFirstOrThrow();
-  return toPackageRecord(row);
+    .executeTakeFirst();
+  if (row) return toPackageRecord(row);
+  // Another writer added it since the look above (two tag repos of one build made side by side).
+  return toPackageRecord(
+    await trx.selectFrom("packages").selectAll().where("key", "=", input.key).executeTakeFirstOrThrow(),
+  );
 }
 
 /**

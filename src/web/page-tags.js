@@ -28,10 +28,13 @@ export async function renderTag(ctx) {
   const { main, signal } = ctx;
   const name = ctx.params[0];
   const enc = encodeURIComponent(name);
-  const [tag, packages, latest, events] = await Promise.all([
+  const [tag, packages, latest, repo, events] = await Promise.all([
     api(`/tags/${enc}`, { signal }),
     api(`/tags/${enc}/packages`, { signal }),
     api(`/tags/${enc}/latest`, { signal }),
+    // Only build tags (and tags someone regenerated) have a repository. The history, not
+    // /repo: a tag without one is no error the browser should log.
+    api(`/tags/${enc}/repos?limit=20`, { signal }).then((l) => l.find((r) => r.state === "ready") ?? null),
     // Events are for signed-in users; a public reader sees the rest of the page.
     api(`/events?type=${encodeURIComponent("tag.*,package.*")}&newest=true&limit=${HISTORY_EVENTS}`, {
       signal,
@@ -76,6 +79,7 @@ export async function renderTag(ctx) {
       ),
       h("section.card", h("h2", "Inheritance"), drawInheritance(tag, edges)),
     ),
+    h("section.card", { "data-testid": "tag-repo" }, h("h2", "Repository"), drawRepo(repo)),
     h(
       "section.card",
       h("h2", "Packages"),
@@ -110,6 +114,29 @@ export async function renderTag(ctx) {
       ),
     ),
     h("section.card", { "data-testid": "tag-history" }, h("h2", "History"), drawHistory(tag.name, events)),
+  );
+}
+
+/** The tag's current repository (what builds install Build-Depends from), if it has one. */
+function drawRepo(repo) {
+  if (repo === null) return h("p.empty", "no repository: the tag is no target's build tag");
+  const url = `${globalThis.location.origin}${repo.path}`;
+  return h(
+    "dl.fields",
+    [
+      ["repo", `${repo.id} (${repo.state})`],
+      ["event", repo.eventId],
+      ["builds", repo.builds.length],
+      ["packages", repo.packageCount],
+      ["ready", timeEl(repo.readyAt)],
+      [
+        "apt source",
+        h(
+          "code",
+          `deb [signed-by=/usr/share/keyrings/kiln-archive-keyring.gpg] ${url.replace(/\/$/, "")} kiln main`,
+        ),
+      ],
+    ].map(([k, v]) => [h("dt", k), h("dd", v)]),
   );
 }
 

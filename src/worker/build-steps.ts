@@ -1,7 +1,13 @@
 /** What the build handlers share: running steps in the sandbox, logged, and stopping on cancel. */
 import { TaskFailure, type TaskContext } from "./handler.js";
 import type { ProcessOutcome } from "./executor.js";
-import { runSandboxed, SANDBOX_WORKSPACE, sandboxAvailable, type SandboxLimits } from "./sandbox.js";
+import {
+  runSandboxed,
+  SANDBOX_WORKSPACE,
+  sandboxAvailable,
+  type SandboxLimits,
+  type SandboxOptions,
+} from "./sandbox.js";
 
 /**
  * Limits of every build step, per process (prlimit in the sandbox): generous, to stop runaways
@@ -167,7 +173,10 @@ function outputOf(output: string, step: Step): string {
 export async function runSteps(
   ctx: Pick<TaskContext, "signal" | "task" | "log" | "killGrace" | "workDir">,
   steps: readonly [Step, ...Step[]],
-  opts: { limits?: SandboxLimits } = {},
+  opts: {
+    limits?: SandboxLimits;
+    sandbox?: Pick<SandboxOptions, "root" | "privileged" | "network" | "env">;
+  } = {},
 ): Promise<StepFailure | undefined> {
   throwIfStopped(ctx);
   const script = stepsScript(steps);
@@ -178,6 +187,7 @@ export async function runSteps(
     cwd: SANDBOX_WORKSPACE,
     argv: ["sh", "-c", script, "kiln-steps"],
     ...(opts.limits ? { limits: opts.limits } : {}),
+    ...opts.sandbox,
     signal: ctx.signal,
     killGrace: ctx.killGrace,
     onOutput: (text) => {

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { KilnClient } from "../client/client.js";
 import type { ClaimedTask, LeaseStatus } from "../client/types.js";
 import { KilnError } from "../errors/catalogue.js";
+import { unmountUnder } from "./buildroot-mount.js";
 import { TaskFailure, type HandlerMap, type TaskContext } from "./handler.js";
 import { LogStream } from "./log-stream.js";
 import {
@@ -210,8 +211,10 @@ export class Worker {
   }
 
   private async removeLeftovers(): Promise<void> {
+    // A build root a crash left mounted must be unmounted before its directory is removed.
+    await unmountUnder(this.workDir);
     for (const entry of await readdir(this.workDir)) {
-      if (!/^task-\d+-\d+$/.test(entry)) continue;
+      if (!/^task-\d+-\d+(\.root)?$/.test(entry)) continue;
       this.log.info({ dir: entry }, "removing a directory left by an earlier run");
       await rm(path.join(this.workDir, entry), { recursive: true, force: true });
     }

@@ -29,6 +29,17 @@ export function detectCapabilities(): { capabilities: string[]; warnings: string
         "so it cannot run sandboxed builds. Install it with `apt-get install bubblewrap`.",
     );
   }
+  // Buildroots: debootstrap makes bases, zstd packs them, and installing Build-Depends into a
+  // fresh root (dpkg chowning files, overlay mounts) needs root.
+  const missing = ["debootstrap", "zstd"].filter(
+    (t) => !findOnPath(t, `${process.env.PATH ?? ""}:/usr/sbin:/sbin`),
+  );
+  if (process.getuid?.() === 0 && missing.length === 0 && capabilities.includes("sandbox"))
+    capabilities.push("buildroot");
+  else if (process.getuid?.() === 0 && missing.length > 0)
+    warnings.push(
+      `${missing.join(" and ")} not installed: this worker cannot make buildroots or build in them (apt-get install ${missing.join(" ")})`,
+    );
   return { capabilities, warnings };
 }
 

@@ -44,6 +44,17 @@ export interface SandboxOptions {
   env?: Record<string, string>;
   /** Keep the host's network (default false: a private network namespace with only loopback). */
   network?: boolean;
+  /**
+   * A buildroot to use as `/` instead of the host's root: mounted read-only, or read-write with
+   * `privileged`. It must hold the /build mount point (and prlimit, env and sh).
+   */
+  root?: string;
+  /**
+   * Run as real root with a writable `root` and a small set of capabilities — for installing
+   * packages into a fresh buildroot (dpkg must chown files to other users and run maintainer
+   * scripts), never for the build itself. Needs a root worker and `root`.
+   */
+  privileged?: boolean;
   limits?: SandboxLimits;
   /** Aborting kills the sandbox's whole process group (SIGTERM, SIGKILL after killGrace). */
   signal: AbortSignal;
@@ -124,7 +135,9 @@ function hostRootArgs(): string[] {
  * availability probe) gets an empty /build.
  */
 export function bwrapArgs(
-  opts: Pick<SandboxOptions, "cwd" | "argv" | "env" | "network" | "limits"> & { workspace: string | null },
+  opts: Pick<SandboxOptions, "cwd" | "argv" | "env" | "network" | "limits" | "root" | "privileged"> & {
+    workspace: string | null;
+  },
 ): string[] {
   const env: Record<string, string> = {
     PATH: SAFE_PATH,
@@ -132,12 +145,22 @@ export function bwrapArgs(
     LC_ALL: "C.UTF-8",
     ...opts.env,
   };
-  const args = hostRootArgs();
+  if (opts.privileged && opts.root === undefined) throw new Error("sandbox: privileged needs a root");
+  const args = opts.root === undefined ? hostRootArgs() : rootArgs(opts.root, opts.privileged === true);
   args.push("--proc", "/proc", "--dev", "/dev");
-  for (const dir of ["/tmp", "/var/tmp", "/run", "/home", "/root"]) {
+  // In a buildroot, /tmp is world-writable as on a real system: apt's download user writes there.
+  const privateDirs =
+    opts.root === undefined ? ["/tmp", "/var/tmp", "/run", "/home", "/root"] : ["/tmp", "/var/tmp", "/run"];
+  for (const dir of privateDirs) {
     // A tmpfs needs its mount point: on the read-only host /var, it must exist already.
-    if (dir.split("/").length === 2 || isDirectory(dir)) args.push("--tmpfs", dir);
+    const base = opts.root ?? "/";
+    if (dir.split("/").length === 2 || isDirectory(path.join(base, dir))) {
+      if (opts.root !== undefined) args.push("--perms", dir === "/run" ? "0755" : "1777");
+      args.push("--tmpfs", dir);
+    }
   }
+  if (opts.network && opts.root !== undefined)
+    args.push("--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf");
   if (opts.workspace === null) {
     args.push("--dir", SANDBOX_WORKSPACE);
   } else {
@@ -145,26 +168,57 @@ export function bwrapArgs(
     // Other tasks' workspaces sit beside this one and belong to the same build user: hide them
     // (unless the parent is a top-level directory such as /tmp, private already or too broad).
     const parent = path.dirname(workspace);
-    if (parent !== "/" && path.dirname(parent) !== "/") args.push("--tmpfs", parent);
+    if (opts.root === undefined && parent !== "/" && path.dirname(parent) !== "/")
+      args.push("--tmpfs", parent);
     args.push("--bind", workspace, SANDBOX_WORKSPACE);
   }
-  args.push(
-    "--unshare-all",
-    ...(opts.network ? ["--share-net"] : []),
-    "--unshare-user",
-    "--disable-userns", // no nested user namespace in which the build could be "root" again
-    "--uid",
-    String(BUILD_UID),
-    "--gid",
-    String(BUILD_GID),
-    "--hostname",
-    "kiln-build",
-    "--die-with-parent",
-    "--clearenv",
-  );
+  if (opts.privileged) {
+    // Real root in its own mount, pid, ipc and uts namespaces, with only what dpkg and apt need.
+    args.push(
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--unshare-cgroup-try",
+      ...(opts.network ? [] : ["--unshare-net"]),
+      "--cap-drop",
+      "ALL",
+      ...PACKAGE_INSTALL_CAPS.flatMap((c) => ["--cap-add", c]),
+    );
+  } else {
+    args.push(
+      "--unshare-all",
+      ...(opts.network ? ["--share-net"] : []),
+      "--unshare-user",
+      "--disable-userns", // no nested user namespace in which the build could be "root" again
+      "--uid",
+      String(BUILD_UID),
+      "--gid",
+      String(BUILD_GID),
+    );
+  }
+  args.push("--hostname", "kiln-build", "--die-with-parent", "--clearenv");
   for (const [k, v] of Object.entries(env)) args.push("--setenv", k, v);
   args.push("--chdir", opts.cwd, "--", ...limitArgs(opts.limits), ...opts.argv);
   return args;
+}
+
+/** What dpkg, apt and maintainer scripts need to install packages as root, and no more. */
+const PACKAGE_INSTALL_CAPS = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_DAC_READ_SEARCH",
+  "CAP_FOWNER",
+  "CAP_FSETID",
+  "CAP_KILL",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_AUDIT_WRITE",
+];
+
+/** A buildroot as `/`: read-only for builds, writable for the privileged install phase. */
+function rootArgs(root: string, writable: boolean): string[] {
+  return [writable ? "--bind" : "--ro-bind", path.resolve(root), "/"];
 }
 
 /** `prlimit` in front of the command, inside the sandbox, so the limits bind everything it starts. */
@@ -183,7 +237,11 @@ function limitArgs(limits: SandboxLimits | undefined): string[] {
 }
 
 /** The command that starts bwrap: through `setpriv` down to BUILD_UID when we are root. */
-function launcher(bwrap: string, setpriv: string | undefined): [string, string[]] {
+function launcher(bwrap: string, setpriv: string | undefined, privileged = false): [string, string[]] {
+  if (privileged) {
+    if (!isRoot()) throw new Error("installing into a buildroot needs a worker running as root");
+    return [bwrap, []];
+  }
   if (!isRoot()) return [bwrap, []];
   if (setpriv === undefined) throw new Error("setpriv (util-linux) is not installed");
   return [setpriv, [`--reuid=${BUILD_UID}`, `--regid=${BUILD_GID}`, "--clear-groups", "--", bwrap]];
@@ -276,11 +334,12 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxOutcome
   }
   let cmd: [string, string[]];
   try {
-    cmd = launcher(bwrap, findTool("setpriv"));
+    cmd = launcher(bwrap, findTool("setpriv"), opts.privileged === true);
   } catch (err) {
     throw new TaskFailure("SANDBOX_UNAVAILABLE", (err as Error).message, { infra: true });
   }
   checkReachable(workspace);
+  if (opts.root !== undefined && !opts.privileged) checkReachable(path.join(path.resolve(opts.root), "x"));
   await makeBuildDir(workspace);
   const args = bwrapArgs({ ...opts, workspace });
 

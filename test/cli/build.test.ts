@@ -63,6 +63,7 @@ function artifact(name: string, over: Partial<ArtifactJson> = {}): ArtifactJson 
 
 function build(over: Partial<BuildJson> = {}): BuildJson {
   return {
+    buildroot: null,
     id: 4,
     source: "hello",
     version: "1.0-1",

@@ -62,6 +62,31 @@ export function spawnKiln(args: string[], env: Record<string, string> = {}): Pro
   return { child, output: () => out, exited };
 }
 
+export interface KilnRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the CLI against a hub and resolves with its exit code and output. Asynchronously: a hub in
+ * this process must go on answering (and a blocked test would stop draining a hub's pipes).
+ */
+export function runKiln(hub: string, token: string, args: string[], timeoutMs = 240_000): Promise<KilnRun> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [KILN_BIN, "--hub", hub, "--token", token, ...args]);
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      resolve({ code: status ?? -1, stdout, stderr });
+    });
+  });
+}
+
 export interface HubProc extends Proc {
   url: string;
   token: string;

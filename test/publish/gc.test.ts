@@ -337,8 +337,9 @@ for (const dialect of DIALECTS) {
       const stale = await deps.uploads.create();
       const built = await deps.uploads.create();
       const queued = await deps.uploads.create();
+      const chained = await deps.uploads.create();
       const old = new Date(Date.now() - 3 * 24 * 3_600_000);
-      for (const a of [stale, queued]) utimesSync(a.dir, old, old);
+      for (const a of [stale, queued, chained]) utimesSync(a.dir, old, old);
 
       const closedBuild = await createTask(deps, {
         method: "build",
@@ -358,6 +359,18 @@ for (const dialect of DIALECTS) {
         owner: "admin",
         channel: "nowhere",
       });
+      // A chain build keeps a later group's source nested in its args until that group starts.
+      const chain = await createTask(deps, {
+        method: "sleep",
+        args: { seconds: 1 },
+        owner: "admin",
+        channel: "nowhere",
+      });
+      await deps.db.kysely
+        .updateTable("tasks")
+        .set({ args: JSON.stringify({ groups: [[{ upload: "elsewhere" }], [{ upload: chained.id }]] }) })
+        .where("id", "=", chain.id)
+        .execute();
 
       const dry = await gc({ dryRun: true });
       expect(dry.uploads.sort()).toEqual([built.id, stale.id].sort());
@@ -367,6 +380,7 @@ for (const dialect of DIALECTS) {
       expect(report.uploads.sort()).toEqual([built.id, stale.id].sort());
       expect(await deps.uploads.exists(fresh.id)).toBe(true);
       expect(await deps.uploads.exists(queued.id)).toBe(true);
+      expect(await deps.uploads.exists(chained.id)).toBe(true);
       expect(await deps.uploads.exists(stale.id)).toBe(false);
       expect(await deps.uploads.exists(built.id)).toBe(false);
     });

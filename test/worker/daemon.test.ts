@@ -1,4 +1,5 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pino from "pino";
@@ -6,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { KilnClient } from "../../src/client/client.js";
 import type { ClaimedTask, HelloRequest, LeaseStatus, TaskJson } from "../../src/client/types.js";
 import { KilnError } from "../../src/errors/catalogue.js";
+import { mountsUnder } from "../../src/worker/buildroot-mount.js";
 import { Worker } from "../../src/worker/daemon.js";
 import { TaskFailure, type HandlerMap, type TaskHandler } from "../../src/worker/handler.js";
 import { sleepHandler } from "../../src/worker/handlers/sleep.js";
@@ -170,6 +172,27 @@ function startWorker(hub: FakeHub, handlers: HandlerMap, opts: { shutdownGrace?:
 }
 
 describe("Worker", () => {
+  it.runIf(process.getuid?.() === 0)(
+    "unmounts and removes the build roots a crashed run left, and keeps its base cache",
+    async () => {
+      // What a worker killed mid-build leaves: a task directory and its root, still mounted.
+      const merged = path.join(workDir, "task-7-2.root", "merged");
+      await mkdir(merged, { recursive: true });
+      await mkdir(path.join(workDir, "task-7-2"));
+      await mkdir(path.join(workDir, "buildroot-cache", "x"), { recursive: true });
+      execFileSync("mount", ["-t", "tmpfs", "kiln-test", merged]);
+      try {
+        expect(await mountsUnder(workDir)).toEqual([merged]);
+        const w = startWorker(new FakeHub(), new Map());
+        await w.start();
+        expect(await mountsUnder(workDir)).toEqual([]);
+        expect((await readdir(workDir)).sort()).toEqual(["buildroot-cache"]);
+      } finally {
+        spawnSync("umount", ["-l", merged]);
+      }
+    },
+  );
+
   it("runs tasks concurrently up to the host's capacity", async () => {
     const hub = new FakeHub();
     const g = gated();

@@ -77,6 +77,44 @@ function processesWithMarker(marker: string): number[] {
 }
 
 describe("bwrapArgs", () => {
+  it("uses a buildroot read-only as / for a build, with its own /tmp and no host directories", () => {
+    const args = bwrapArgs({
+      workspace: "/w/task-1-1",
+      cwd: "/build",
+      argv: ["true"],
+      root: "/w/task-1-1.root/merged",
+    });
+    const joined = args.join(" ");
+    expect(joined).toContain("--ro-bind /w/task-1-1.root/merged /");
+    expect(joined).not.toMatch(/--ro-bind \/usr \/usr/);
+    expect(joined).toContain("--perms 1777 --tmpfs /tmp");
+    expect(joined).toContain("--bind /w/task-1-1 /build");
+    expect(joined).toContain(`--unshare-user --disable-userns --uid ${BUILD_UID}`);
+    expect(args).not.toContain("--share-net");
+  });
+
+  it("installs into a buildroot as real root with few capabilities, never without a root", () => {
+    const args = bwrapArgs({
+      workspace: "/w/task-1-1",
+      cwd: "/",
+      argv: ["apt-get", "update"],
+      root: "/w/r",
+      privileged: true,
+      network: true,
+    });
+    const joined = args.join(" ");
+    expect(joined).toContain("--bind /w/r /");
+    expect(args).not.toContain("--unshare-user");
+    expect(args).not.toContain("--unshare-net");
+    expect(joined).toContain("--cap-drop ALL");
+    expect(joined).toContain("--cap-add CAP_CHOWN");
+    expect(joined).not.toContain("CAP_SYS_ADMIN");
+    expect(joined).toContain("--ro-bind-try /etc/resolv.conf /etc/resolv.conf");
+    expect(() => bwrapArgs({ workspace: "/w", cwd: "/", argv: ["true"], privileged: true })).toThrow(
+      /privileged needs a root/,
+    );
+  });
+
   it("mounts the host read-only, the workspace at /build, and hides the workspace's siblings", () => {
     const args = bwrapArgs({ workspace: "/srv/kiln/work/task-1-1", cwd: "/build/src", argv: ["make"] });
     const joined = args.join(" ");

@@ -1,7 +1,9 @@
 /**
  * `/apt/…`: the published tree under `<data>/public/`, read by apt without a token, plus the
- * archive keyring. Publications switch by renaming symlinks while requests are in flight, so a
- * request resolves its path once, opens the file once and answers everything from that fd.
+ * archive keyring; `/repos/…`: the tag repos under `<data>/repos/` (what workers install
+ * Build-Depends from), served the same way. Publications switch by renaming symlinks while
+ * requests are in flight, so a request resolves its path once, opens the file once and answers
+ * everything from that fd.
  */
 import { createHash } from "node:crypto";
 import { constants, type BigIntStats } from "node:fs";
@@ -11,6 +13,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { KilnError } from "../../errors/catalogue.js";
 
 export const APT_PREFIX = "/apt/";
+export const REPOS_PREFIX = "/repos/";
 export const KEYRING_FILE = "kiln-archive-keyring.asc";
 
 const IMMUTABLE = "public, max-age=31536000, immutable";
@@ -22,9 +25,14 @@ const REVALIDATE = "no-cache";
  * slashes are refused outright; a trailing slash asks for a directory (undefined: 404).
  */
 export function parseAptPath(url: string): string[] | undefined {
+  return parseTreePath(url, APT_PREFIX);
+}
+
+/** parseAptPath for the tree served under `urlPrefix` (`/apt/`, `/repos/`). */
+export function parseTreePath(url: string, urlPrefix: string): string[] | undefined {
   const pathname = url.split("?", 1)[0] ?? "";
-  if (!pathname.startsWith(APT_PREFIX)) throw new KilnError("APT_PATH_INVALID");
-  const raw = pathname.slice(APT_PREFIX.length).split("/");
+  if (!pathname.startsWith(urlPrefix)) throw new KilnError("APT_PATH_INVALID");
+  const raw = pathname.slice(urlPrefix.length).split("/");
   if (raw.length > 0 && raw[raw.length - 1] === "") return undefined;
   if (pathname.length > 4096) throw new KilnError("APT_PATH_INVALID", "the path is too long");
   return raw.map((part) => {
@@ -285,14 +293,13 @@ async function openPublished(
   return undefined;
 }
 
-function notFound(segments: readonly string[] | undefined, url: string): KilnError {
-  const shown = segments ? `${APT_PREFIX}${segments.join("/")}` : url.split("?", 1)[0];
+function notFound(urlPrefix: string, segments: readonly string[] | undefined, url: string): KilnError {
+  const shown = segments ? `${urlPrefix}${segments.join("/")}` : url.split("?", 1)[0];
   return new KilnError("NOT_FOUND", `no such file ${shown}`);
 }
 
 export function registerAptRoutes(app: FastifyInstance): void {
   const { deps } = app.kiln;
-  const root = path.resolve(deps.config.data, "public");
 
   // Before the wildcard: the keyring comes from the archive key, not from a file.
   app.route({
@@ -315,18 +322,25 @@ export function registerAptRoutes(app: FastifyInstance): void {
     },
   });
 
+  registerTreeRoute(app, APT_PREFIX, path.resolve(deps.config.data, "public"));
+  // Tag repos are read by workers' apt inside buildroots, which has no token either.
+  registerTreeRoute(app, REPOS_PREFIX, path.resolve(deps.config.data, "repos"));
+}
+
+/** Serves the files under `root` at `urlPrefix*`, publicly. */
+function registerTreeRoute(app: FastifyInstance, urlPrefix: string, root: string): void {
   app.route({
     method: ["GET", "HEAD"],
-    url: `${APT_PREFIX}*`,
+    url: `${urlPrefix}*`,
     config: { public: true },
     schema: { hide: true },
     handler: async (req, reply) => {
-      const segments = parseAptPath(req.url);
+      const segments = parseTreePath(req.url, urlPrefix);
       // Directories are not listed (as Aptly's file server does not by default); dot names are
       // Kiln's own working files (generations, temporaries), reached only through the links.
-      if (!segments || segments.some((s) => s.startsWith("."))) throw notFound(segments, req.url);
+      if (!segments || segments.some((s) => s.startsWith("."))) throw notFound(urlPrefix, segments, req.url);
       const opened = await openPublished(root, segments);
-      if (!opened) throw notFound(segments, req.url);
+      if (!opened) throw notFound(urlPrefix, segments, req.url);
       const { fh, stat } = opened;
       const size = Number(stat.size);
       try {

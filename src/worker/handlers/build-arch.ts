@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { lstat, readdir } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { BuildArchArgs, BuildArchResult, SourceFileRef } from "../../client/types.js";
+import type { BuildArchArgs, BuildArchResult, BuildrootRef, SourceFileRef } from "../../client/types.js";
 import {
   ChecksumMismatch,
   isNotFound,
@@ -18,6 +18,7 @@ import {
   requireSandbox,
   runSteps,
 } from "../build-steps.js";
+import { prepareBuildRoot } from "../buildroot.js";
 import { TaskFailure, type TaskContext, type TaskHandler } from "../handler.js";
 import { makeBuildDir, SANDBOX_WORKSPACE } from "../sandbox.js";
 import { upstreamVersion } from "../source-files.js";
@@ -62,7 +63,9 @@ function parseArgs(args: unknown): BuildArchArgs {
   const dsc = parseRef(a.dsc, "args.dsc");
   if (!dsc.name.endsWith(".dsc")) fail("args.dsc must name a .dsc file");
   const files = a.files.map((f, i) => parseRef(f, `args.files[${i}]`));
+  const buildroot = a.buildroot === undefined ? undefined : parseBuildroot(a.buildroot);
   return {
+    ...(buildroot ? { buildroot } : {}),
     buildId: Number(a.buildId),
     source: a.source,
     version: a.version,
@@ -72,6 +75,21 @@ function parseArgs(args: unknown): BuildArchArgs {
     dsc,
     files,
   };
+}
+
+function parseBuildroot(raw: unknown): BuildrootRef {
+  const b = (raw ?? {}) as Partial<BuildrootRef>;
+  const base = parseRef({ name: b.name, sha256: b.sha256, size: b.size }, "args.buildroot");
+  const repo = (b.repo ?? {}) as Partial<BuildrootRef["repo"]>;
+  if (typeof repo.id !== "number" || typeof repo.tag !== "string")
+    fail("args.buildroot.repo must name the build tag's repo");
+  if (
+    typeof repo.path !== "string" ||
+    !/^\/repos\/[A-Za-z0-9._+~/-]+\/$/.test(repo.path) ||
+    repo.path.includes("..")
+  )
+    fail("args.buildroot.repo.path must be the repo's path under /repos/");
+  return { ...base, repo: { id: repo.id, tag: repo.tag, path: repo.path } };
 }
 
 let nativeArch: string | undefined;
@@ -112,69 +130,101 @@ export const buildArchHandler: TaskHandler = (ctx) =>
     await makeBuildDir(pkg);
 
     const inputs = await fetchSource(ctx, args);
-    const dir = `${args.source}-${upstreamVersion(args.version)}`;
-    const inPkg = (...p: string[]) => path.posix.join(SANDBOX_WORKSPACE, PKG, ...p);
-
-    const which = args.dep && args.indep ? "-b" : args.dep ? "-B" : "-A";
-    const checkFlag = args.dep && args.indep ? [] : [which];
-    // One sandbox for the three steps: each sandbox started costs 10–30 ms more.
-    const failed = await runSteps(
-      ctx,
-      [
-        { cwd: inPkg(), argv: ["dpkg-source", "--no-copy", "-x", args.dsc.name, dir] },
-        // Apart from the build, so that missing build dependencies are told apart from a failed build.
-        { cwd: inPkg(dir), argv: ["dpkg-checkbuilddeps", ...checkFlag] },
-        {
-          cwd: inPkg(dir),
-          // -d: the step before has just checked the build dependencies; no need to check them twice.
-          argv: ["dpkg-buildpackage", "-us", "-uc", "-rfakeroot", which, "-d"],
-          env: { DEB_BUILD_OPTIONS: `parallel=${Math.min(os.availableParallelism(), 16)}` },
-        },
-      ],
-      { limits: BUILD_LIMITS },
-    );
-    if (failed?.index === 0) {
-      throw new TaskFailure(
-        "SOURCE_INVALID",
-        `dpkg-source -x ${describeExit(failed)}: ${lastLines(failed.output, 3)}`,
-        {
-          exitCode: failed.exitCode,
-          signal: failed.signal,
-        },
-      );
+    const prepared = args.buildroot
+      ? await prepareBuildRoot(ctx, args.buildroot, path.posix.join(PKG, args.dsc.name), args)
+      : undefined;
+    try {
+      const artifacts = await buildAndCollect(ctx, args, inputs, prepared?.root);
+      const result: BuildArchResult = { artifacts };
+      if (args.buildroot && prepared) {
+        result.buildroot = {
+          name: args.buildroot.name,
+          sha256: args.buildroot.sha256,
+          repoId: args.buildroot.repo.id,
+          installed: prepared.installed,
+          setupSeconds: Math.round(prepared.setupSeconds * 100) / 100,
+          base: prepared.base,
+        };
+      }
+      return { result };
+    } finally {
+      await prepared?.dispose();
     }
-    if (failed?.index === 1) throw depsFailure(failed);
-    if (failed) {
-      throw new TaskFailure("BUILD_FAILED", `dpkg-buildpackage ${describeExit(failed)}; see the log`, {
+  });
+
+/**
+ * dpkg-source, dpkg-checkbuilddeps and dpkg-buildpackage in the sandbox — over the host's root,
+ * or over `root` (a prepared buildroot) — then the results uploaded.
+ */
+async function buildAndCollect(
+  ctx: TaskContext,
+  args: BuildArchArgs,
+  inputs: Set<string>,
+  root: string | undefined,
+): Promise<BuildArchResult["artifacts"]> {
+  const pkg = path.join(ctx.workDir, PKG);
+  const dir = `${args.source}-${upstreamVersion(args.version)}`;
+  const inPkg = (...p: string[]) => path.posix.join(SANDBOX_WORKSPACE, PKG, ...p);
+
+  const which = args.dep && args.indep ? "-b" : args.dep ? "-B" : "-A";
+  const checkFlag = args.dep && args.indep ? [] : [which];
+  // One sandbox for the three steps: each sandbox started costs 10–30 ms more.
+  const failed = await runSteps(
+    ctx,
+    [
+      { cwd: inPkg(), argv: ["dpkg-source", "--no-copy", "-x", args.dsc.name, dir] },
+      // Apart from the build, so that missing build dependencies are told apart from a failed build.
+      { cwd: inPkg(dir), argv: ["dpkg-checkbuilddeps", ...checkFlag] },
+      {
+        cwd: inPkg(dir),
+        // -d: the step before has just checked the build dependencies; no need to check them twice.
+        argv: ["dpkg-buildpackage", "-us", "-uc", "-rfakeroot", which, "-d"],
+        env: { DEB_BUILD_OPTIONS: `parallel=${Math.min(os.availableParallelism(), 16)}` },
+      },
+    ],
+    { limits: BUILD_LIMITS, ...(root !== undefined ? { sandbox: { root } } : {}) },
+  );
+  if (failed?.index === 0) {
+    throw new TaskFailure(
+      "SOURCE_INVALID",
+      `dpkg-source -x ${describeExit(failed)}: ${lastLines(failed.output, 3)}`,
+      {
         exitCode: failed.exitCode,
         signal: failed.signal,
-      });
-    }
+      },
+    );
+  }
+  if (failed?.index === 1) throw depsFailure(failed);
+  if (failed) {
+    throw new TaskFailure("BUILD_FAILED", `dpkg-buildpackage ${describeExit(failed)}; see the log`, {
+      exitCode: failed.exitCode,
+      signal: failed.signal,
+    });
+  }
 
-    const artifacts: BuildArchResult["artifacts"] = [];
-    for (const name of (await readdir(pkg)).sort()) {
-      const kind = RESULT_KINDS[path.extname(name)];
-      if (kind === undefined || inputs.has(name)) continue;
-      // The build user owns this directory: a "result" may be a symlink to a host file.
-      if (!(await lstat(path.join(pkg, name))).isFile()) {
-        ctx.log(`kiln: not uploading ${name}: it is not a regular file\n`);
-        continue;
-      }
-      const isPackage = kind === "deb" || kind === "udeb" || kind === "ddeb";
-      const arch = isPackage && name.endsWith(`_all${path.extname(name)}`) ? "all" : args.arch;
-      ctx.log(`kiln: uploading ${name}\n`);
-      const ref = await uploadBuildFile(ctx, pkg, name, { kind, arch });
-      artifacts.push({ ...ref, kind });
+  const artifacts: BuildArchResult["artifacts"] = [];
+  for (const name of (await readdir(pkg)).sort()) {
+    const kind = RESULT_KINDS[path.extname(name)];
+    if (kind === undefined || inputs.has(name)) continue;
+    // The build user owns this directory: a "result" may be a symlink to a host file.
+    if (!(await lstat(path.join(pkg, name))).isFile()) {
+      ctx.log(`kiln: not uploading ${name}: it is not a regular file\n`);
+      continue;
     }
-    if (!artifacts.some((a) => a.kind === "deb" || a.kind === "udeb")) {
-      throw new TaskFailure(
-        "BUILD_FAILED",
-        `dpkg-buildpackage ${which} succeeded but made no package; see the log`,
-      );
-    }
-    const result: BuildArchResult = { artifacts };
-    return { result };
-  });
+    const isPackage = kind === "deb" || kind === "udeb" || kind === "ddeb";
+    const arch = isPackage && name.endsWith(`_all${path.extname(name)}`) ? "all" : args.arch;
+    ctx.log(`kiln: uploading ${name}\n`);
+    const ref = await uploadBuildFile(ctx, pkg, name, { kind, arch });
+    artifacts.push({ ...ref, kind });
+  }
+  if (!artifacts.some((a) => a.kind === "deb" || a.kind === "udeb")) {
+    throw new TaskFailure(
+      "BUILD_FAILED",
+      `dpkg-buildpackage ${which} succeeded but made no package; see the log`,
+    );
+  }
+  return artifacts;
+}
 
 /** Downloads every file of the source package by its hash; returns their names. */
 async function fetchSource(ctx: TaskContext, args: BuildArchArgs): Promise<Set<string>> {

@@ -1,6 +1,7 @@
 import type { HandlerMap } from "../handler.js";
 import { buildArchHandler } from "./build-arch.js";
 import { buildSrcHandler } from "./build-src.js";
+import { createBuildrootHandler } from "./create-buildroot.js";
 import { sleepHandler } from "./sleep.js";
 
 /** The methods every worker runs (the hub's embedded worker adds its own on top). */
@@ -9,5 +10,6 @@ export function defaultWorkerHandlers(): HandlerMap {
     ["sleep", sleepHandler],
     ["buildSrc", buildSrcHandler],
     ["buildArch", buildArchHandler],
+    ["createBuildroot", createBuildrootHandler],
   ]);
 }

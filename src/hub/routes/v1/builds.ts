@@ -4,20 +4,16 @@ import { access } from "node:fs/promises";
 import type { CreateBuildRequest } from "../../../client/types.js";
 import { artifactJson, buildJson, getBuildRow, listBuilds } from "../../../builds/build-store.js";
 import type { BuildAttemptJson } from "../../../client/types.js";
-import { identifyDsc, identifyTarball, type SourceIdentity } from "../../../builds/source-identity.js";
-import { assertPackageAllowed, getTagRow, getTarget } from "../../../builds/tag-store.js";
+import { checkBuildRequest, insertBuild } from "../../../builds/submit-build.js";
+import { getTarget } from "../../../builds/tag-store.js";
 import { withWriteTx } from "../../../db/database.js";
 import { KilnError } from "../../../errors/catalogue.js";
-import { recordEvent } from "../../../events/outbox.js";
-import { insertTask } from "../../../tasks/create-task.js";
 import { RUNNING_STATES, toTaskJson } from "../../../tasks/types.js";
-import type { BuildTaskArgs } from "../../handlers/build.js";
 import { requireAuth, requireHost, requireUser } from "../../auth.js";
 import type { HubDeps } from "../../deps.js";
-import { enforcePolicy, userPerms } from "../../policy-check.js";
 
 const SHA_RE = /^[0-9a-f]{64}$/;
-const ARTIFACT_KINDS = ["deb", "udeb", "ddeb", "buildinfo", "changes", "dsc", "source", "log"];
+const ARTIFACT_KINDS = ["deb", "udeb", "ddeb", "buildinfo", "changes", "dsc", "source", "log", "buildroot"];
 
 /** Uploads, builds, blobs and worker artifacts. */
 export function registerBuildRoutes(app: FastifyInstance): void {
@@ -111,105 +107,19 @@ export function registerBuildRoutes(app: FastifyInstance): void {
       const body = req.body;
       try {
         const target = await getTarget(deps.db.kysely, body.target);
-        const file = deps.uploads.filePath(body.upload, body.source.file);
-        let ident: SourceIdentity;
-        try {
-          ident = body.source.type === "dsc" ? await identifyDsc(file) : await identifyTarball(file);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-            throw new KilnError("UPLOAD_NOT_FOUND", `no file ${body.source.file} in upload ${body.upload}`);
-          }
-          throw err;
-        }
-        const dest = await getTagRow(deps.db.kysely, target.destTag);
-        const isAdmin = p.role === "admin";
-        // The destination tag's permission is enforced outside policy, as Koji does.
-        if (dest.perm && !isAdmin && !(await userPerms(deps.db.kysely, p)).includes(dest.perm)) {
-          throw new KilnError(
-            "POLICY_DENIED",
-            `building into ${dest.name} needs the "${dest.perm}" permission`,
-          );
-        }
-        await enforcePolicy(
-          deps,
-          "build_from_source",
-          p,
-          {
-            package: ident.source,
-            version: ident.version,
-            tag: dest.name,
-            buildTag: target.buildTag,
-            target: target.name,
-            tagPerm: dest.perm,
-          },
-          body.force,
-        );
-        if (!body.scratch) await assertPackageAllowed(deps.db.kysely, dest.name, ident.source);
-        const now = deps.clock.now();
-        const { build, task } = await withWriteTx(deps.db, async (trx) => {
-          if (!body.scratch) {
-            const existing = await trx
-              .selectFrom("builds")
-              .select(["id", "state"])
-              .where("source", "=", ident.source)
-              .where("version", "=", ident.version)
-              .where("scratch", "=", 0)
-              .where("state", "in", ["building", "complete"])
-              .executeTakeFirst();
-            if (existing) {
-              throw new KilnError(
-                "BUILD_EXISTS",
-                `${ident.source}/${ident.version} is already ${existing.state === "complete" ? "built" : "building"}; bump the version in debian/changelog or use --scratch`,
-              );
-            }
-          }
-          const build = await trx
-            .insertInto("builds")
-            .values({
-              source: ident.source,
-              version: ident.version,
-              state: "building",
-              owner: p.user.name,
-              target_id: target.id,
-              scratch: body.scratch ? 1 : 0,
-              task_id: null,
-              created_at: now,
-              completed_at: null,
-            })
-            .returningAll()
-            .executeTakeFirstOrThrow();
-          const args: BuildTaskArgs = {
-            buildId: build.id,
-            source: ident.source,
-            version: ident.version,
-            upload: body.upload,
-            input: body.source,
-            buildTag: target.buildTag,
-            destTag: target.destTag,
+        const checked = await checkBuildRequest(deps, p, target, body, {
+          scratch: body.scratch === true,
+          force: body.force === true,
+        });
+        const { build, task } = await withWriteTx(deps.db, (trx) =>
+          insertBuild(deps, trx, {
+            checked,
+            owner: p.user.name,
             scratch: body.scratch === true,
             archOverride: body.archOverride ?? [],
-          };
-          const { row } = await insertTask(deps, trx, {
-            method: "build",
-            args,
-            owner: p.user.name,
             ...(body.priority !== undefined ? { priority: body.priority } : {}),
-          });
-          const updated = await trx
-            .updateTable("builds")
-            .set({ task_id: row.id })
-            .where("id", "=", build.id)
-            .returningAll()
-            .executeTakeFirstOrThrow();
-          await recordEvent(
-            trx,
-            "build.started",
-            { buildId: build.id, nvr: `${ident.source}/${ident.version}`, taskId: row.id },
-            p.user.name,
-            now,
-          );
-          return { build: updated, task: row };
-        });
+          }),
+        );
         deps.wake.notify();
         return reply
           .status(201)

@@ -20,6 +20,7 @@ import {
   findBuildByNvr,
   type Actor,
 } from "../../../builds/tag-store.js";
+import { BUILDROOT_EXTRA_KEY, checkBuildrootSetting } from "../../../builds/buildroot-store.js";
 import type { Principal } from "../../../db/tokens.js";
 import { requireAdmin, requireAuth, requireUser } from "../../auth.js";
 import type { HubDeps } from "../../deps.js";
@@ -31,6 +32,12 @@ const tagParams = {
   required: ["name"],
 } as const;
 const eventQuery = { type: "object", properties: { event: { type: "integer", minimum: 1 } } } as const;
+
+/** A tag naming a buildroot base must name one that exists (`null` removes the setting). */
+async function checkExtra(deps: HubDeps, extra: Record<string, unknown> | undefined): Promise<void> {
+  const value = extra?.[BUILDROOT_EXTRA_KEY];
+  if (value !== undefined && value !== null) await checkBuildrootSetting(deps.db.kysely, value);
+}
 
 function actor(p: Principal, force?: boolean): Actor {
   return {
@@ -79,6 +86,7 @@ export function registerTagRoutes(app: FastifyInstance): void {
     },
     async (req, reply) => {
       const p = requireAdmin(req);
+      await checkExtra(deps, req.body.extra);
       return reply.status(201).send(await createTag(deps, req.body, actor(p)));
     },
   );
@@ -132,6 +140,7 @@ export function registerTagRoutes(app: FastifyInstance): void {
     async (req) => {
       const p = requireAdmin(req);
       const { force, ...patch } = req.body;
+      await checkExtra(deps, patch.extra);
       return editTag(deps, req.params.name, patch, actor(p, force));
     },
   );
