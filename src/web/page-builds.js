@@ -109,6 +109,7 @@ export async function renderBuild(ctx) {
       ),
       status,
     ),
+    ...(b.buildroot ? [buildrootCard(b.buildroot)] : []),
     h(
       "section.card",
       h("h2", "Attempts"),
@@ -150,6 +151,35 @@ export async function renderBuild(ctx) {
         { empty: "not tracked by any publication" },
       ),
     ),
+  );
+}
+
+/** The base a build ran in, the tag repo it installed from, and what apt installed per arch. */
+function buildrootCard(root) {
+  const tag = encodeURIComponent(root.tag);
+  return h(
+    "section.card",
+    h("h2", "Buildroot"),
+    h(
+      "p",
+      "base ",
+      h("strong", root.name),
+      ` (${root.sha256.slice(0, 12)}), Build-Depends from `,
+      link(`#/tags/${tag}`, root.tag),
+      `'s repo ${root.repoId}`,
+    ),
+    Object.entries(root.arches).map(([arch, a]) => [
+      h("h3", `${arch}: ready in ${a.setupSeconds.toFixed(1)} s (base ${a.base})`),
+      table(
+        [
+          { label: "package", cell: (p) => p.package },
+          { label: "version", cell: (p) => p.version },
+          { label: "arch", cell: (p) => p.arch },
+        ],
+        a.installed,
+        { empty: "nothing beyond the base" },
+      ),
+    ]),
   );
 }
 

@@ -414,11 +414,33 @@ describe.skipIf(!haveChromium)("the web UI in chromium", () => {
       files: [{ path: deb, kind: "deb", arch: "amd64" }],
     });
     const want = sha256(readFileSync(deb));
+    // As a build in a buildroot records it: the base, the tag repo, what apt installed.
+    const record = {
+      name: "bookworm-base",
+      sha256: "ab".repeat(32),
+      tag: "ui-build",
+      repoId: 7,
+      arches: {
+        amd64: {
+          installed: [{ package: "libkilnfoo-dev", version: "2.0", arch: "amd64" }],
+          setupSeconds: 1.6,
+          base: "cached",
+        },
+      },
+    };
+    await t.hub.deps.db.kysely
+      .updateTable("builds")
+      .set({ buildroot: JSON.stringify(record) })
+      .where("id", "=", id)
+      .execute();
     const { ctx, page } = await newPage(t.adminToken);
     try {
       await page.goto(`${t.url}/#/builds/${id}`);
       await page.getByRole("cell", { name: want }).waitFor();
       await page.getByRole("cell", { name: path.basename(deb) }).waitFor();
+      await page.getByRole("heading", { name: "Buildroot" }).waitFor();
+      await page.getByRole("cell", { name: "libkilnfoo-dev" }).waitFor();
+      expect(await page.getByText("ui-build", { exact: true }).count()).toBeGreaterThan(0);
       const [download] = await Promise.all([
         page.waitForEvent("download"),
         page.getByRole("button", { name: "Download" }).click(),
