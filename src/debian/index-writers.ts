@@ -4,9 +4,7 @@
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { availableParallelism, tmpdir } from "node:os";
-import path from "node:path";
+import { availableParallelism } from "node:os";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { KilnError } from "../errors/catalogue.js";
@@ -96,22 +94,33 @@ export function packagesStanza(control: string | Paragraph, file: PackageFileInf
   checkFileInfo(file);
   const blocks = typeof control === "string" ? blocksOfText(control) : blocksOfParagraph(control);
   blocks.push(
-    { rank: rankOf("Filename"), text: `Filename: ${file.filename}` },
-    { rank: rankOf("Size"), text: `Size: ${file.size}` },
-    { rank: rankOf("MD5sum"), text: `MD5sum: ${file.md5}` },
-    { rank: rankOf("SHA1"), text: `SHA1: ${file.sha1}` },
-    { rank: rankOf("SHA256"), text: `SHA256: ${file.sha256}` },
+    { rank: FILE_RANK.filename, text: `Filename: ${file.filename}` },
+    { rank: FILE_RANK.size, text: `Size: ${file.size}` },
+    { rank: FILE_RANK.md5, text: `MD5sum: ${file.md5}` },
+    { rank: FILE_RANK.sha1, text: `SHA1: ${file.sha1}` },
+    { rank: FILE_RANK.sha256, text: `SHA256: ${file.sha256}` },
   );
-  if (file.sha512 !== undefined) blocks.push({ rank: rankOf("SHA512"), text: `SHA512: ${file.sha512}` });
+  if (file.sha512 !== undefined) blocks.push({ rank: FILE_RANK.sha512, text: `SHA512: ${file.sha512}` });
   blocks.sort((a, b) => a.rank - b.rank);
-  let out = "";
-  for (const b of blocks) out += `${b.text}\n`;
-  return out;
+  // Joined, not concatenated: one flat string, where `+=` would leave a tree of a few dozen
+  // pieces behind every stanza the publisher keeps.
+  const lines = blocks.map((b) => b.text);
+  lines.push("");
+  return lines.join("\n");
 }
 
 function rankOf(name: string): number {
   return RANK.get(name.toLowerCase()) ?? 0;
 }
+
+const FILE_RANK = {
+  filename: rankOf("Filename"),
+  size: rankOf("Size"),
+  md5: rankOf("MD5sum"),
+  sha1: rankOf("SHA1"),
+  sha256: rankOf("SHA256"),
+  sha512: rankOf("SHA512"),
+};
 
 function checkFileInfo(file: PackageFileInfo): void {
   const fail = (what: string): never => {
@@ -126,7 +135,17 @@ function checkFileInfo(file: PackageFileInfo): void {
     fail("SHA512 is not 128 lowercase hex digits");
 }
 
-/** Splits control text into one block per field, checking what a Packages file needs. */
+/** Rank and lower-case name of the fields of PACKAGES_FIELD_ORDER, as they are usually spelt. */
+const KNOWN = new Map(PACKAGES_FIELD_ORDER.map((name, i) => [name, { rank: i, key: name.toLowerCase() }]));
+
+/** A printable ASCII character other than space: what trim() never removes. */
+const isGraphic = (code: number): boolean => code > 0x20 && code < 0x7f;
+
+/**
+ * Splits control text into one block per field, checking what a Packages file needs. Called
+ * for every package a publish lists for the first time, so a line already in its Packages form
+ * ("Name: value", or " continued") is taken as it is instead of trimmed and put together again.
+ */
 function blocksOfText(text: string): Block[] {
   const fail = (line: number, message: string): never => {
     throw debianError("CONTROL_INVALID", `control data, line ${line}: ${message}`, { line });
@@ -136,20 +155,22 @@ function blocksOfText(text: string): Block[] {
   let current: Block | undefined;
   let skip = false; // inside a file field being replaced
   let ended = 0; // line of a blank line that ended the paragraph
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    let line = lines[i] ?? "";
+  for (let i = 0, at = 0; at <= text.length; i++) {
+    const eol = text.indexOf("\n", at);
+    let line = text.slice(at, eol === -1 ? text.length : eol);
+    at = eol === -1 ? text.length + 1 : eol + 1;
     if (line.endsWith("\r")) line = line.slice(0, -1);
     const first = line.charCodeAt(0);
     if (first === 0x20 || first === 0x09 || line === "") {
-      const body = line.slice(1).trimEnd();
-      if (body.trim() === "") {
+      const plain = first === 0x20 && isGraphic(line.charCodeAt(line.length - 1));
+      const body = plain ? line.slice(1) : line.slice(1).trimEnd();
+      if (!plain && body.trim() === "") {
         if (blocks.length > 0 || skip) ended ||= i + 1;
         continue;
       }
       if (ended) fail(ended, "expected one paragraph, found another");
       if (current === undefined && !skip) fail(i + 1, "a continuation line comes before any field");
-      if (current) current.text += `\n ${body}`;
+      if (current) current.text += plain ? `\n${line}` : `\n ${body}`;
       continue;
     }
     if (first === 0x23) continue; // # comment, as parseDeb822 allows
@@ -157,7 +178,8 @@ function blocksOfText(text: string): Block[] {
     const colon = line.indexOf(":");
     const name = colon > 0 ? line.slice(0, colon) : "";
     if (!isValidFieldName(name)) fail(i + 1, `expected "Field: value", got ${quote(line, 60)}`);
-    const key = name.toLowerCase();
+    const known = KNOWN.get(name);
+    const key = known?.key ?? name.toLowerCase();
     if (seen.has(key)) fail(i + 1, `duplicate field ${quote(name)}`);
     seen.add(key);
     if (FILE_FIELDS.has(key)) {
@@ -166,11 +188,17 @@ function blocksOfText(text: string): Block[] {
       continue;
     }
     skip = false;
-    const value = line.slice(colon + 1).trim();
-    current = {
-      rank: RANK.get(key) ?? PACKAGES_FIELD_ORDER.length + i,
-      text: value === "" ? `${name}:` : `${name}: ${value}`,
-    };
+    const rank = known?.rank ?? RANK.get(key) ?? PACKAGES_FIELD_ORDER.length + i;
+    if (
+      line.charCodeAt(colon + 1) === 0x20 &&
+      isGraphic(line.charCodeAt(colon + 2)) &&
+      isGraphic(line.charCodeAt(line.length - 1))
+    ) {
+      current = { rank, text: line }; // "Name: value" already
+    } else {
+      const value = line.slice(colon + 1).trim();
+      current = { rank, text: value === "" ? `${name}:` : `${name}: ${value}` };
+    }
     blocks.push(current);
   }
   if (blocks.length === 0) throw debianError("CONTROL_INVALID", "control data is empty");
@@ -326,12 +354,17 @@ export function componentReleaseFile(input: ComponentReleaseInput): string {
 }
 
 function isSafeRelativePath(p: string): boolean {
-  return (
-    p !== "" &&
-    !/[\s\\]/.test(p) &&
-    !p.startsWith("/") &&
-    p.split("/").every((s) => s !== "" && s !== "." && s !== "..")
-  );
+  if (p === "" || /[\s\\]/.test(p)) return false;
+  // Every segment non-empty (so no leading, trailing or double "/") and not "." or "..".
+  for (let start = 0; ;) {
+    const end = p.indexOf("/", start);
+    const length = (end === -1 ? p.length : end) - start;
+    if (length === 0) return false;
+    if (length <= 2 && p.charCodeAt(start) === 0x2e && (length === 1 || p.charCodeAt(start + 1) === 0x2e))
+      return false;
+    if (end === -1) return true;
+    start = end + 1;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,8 +446,8 @@ function runXz(data: Uint8Array, preset: number, dict?: number): Promise<Buffer>
 const CHUNK_MIN = 128 * 1024;
 const CHUNK_MAX = 512 * 1024;
 const CUT_EVERY = 256;
-/** xz's dictionary for a piece: as large as a piece, not -6's 8 MiB (same output ratio, less memory to set up). */
-const CHUNK_XZ_DICT = CHUNK_MAX;
+/** xz's filter for a piece: a dictionary as large as a piece, not the preset's (same output, less memory to set up). */
+const chunkXzFilter = (preset: number): string => `preset=${preset},dict=${CHUNK_MAX}`;
 
 function cutsAfter(paragraph: string): boolean {
   // FNV-1a of the first line or so (a paragraph starts with its Package or Source field).
@@ -434,20 +467,18 @@ function cutsAfter(paragraph: string): boolean {
  */
 export function indexChunks(paragraphs: readonly string[]): string[] {
   const chunks: string[] = [];
-  let parts: string[] = [];
-  let length = 0;
-  paragraphs.forEach((p, i) => {
-    const last = i === paragraphs.length - 1;
-    const text = last ? p : `${p}\n`;
-    parts.push(text);
-    length += text.length;
-    if (!last && length >= CHUNK_MIN && (length >= CHUNK_MAX || cutsAfter(p))) {
-      chunks.push(parts.join(""));
-      parts = [];
+  let start = 0;
+  let length = 0; // of the piece so far, with the "\n" after each paragraph
+  for (let i = 0; i < paragraphs.length - 1; i++) {
+    const p = paragraphs[i] as string;
+    length += p.length + 1;
+    if (length >= CHUNK_MIN && (length >= CHUNK_MAX || cutsAfter(p))) {
+      chunks.push(`${paragraphs.slice(start, i + 1).join("\n")}\n`);
+      start = i + 1;
       length = 0;
     }
-  });
-  if (parts.length > 0 || chunks.length === 0) chunks.push(parts.join(""));
+  }
+  if (start < paragraphs.length || chunks.length === 0) chunks.push(paragraphs.slice(start).join("\n"));
   return chunks;
 }
 
@@ -456,12 +487,18 @@ export function indexChunks(paragraphs: readonly string[]): string[] {
  * text as the key, not a digest of it: V8 hashes a long string by its length alone, so a lookup
  * costs one comparison of equal-length pieces, far less than hashing 10 MB for every publish.
  */
-const chunkCache = new Map<string, Map<string, { gz: Buffer; xz: Buffer }>>();
+/** A piece compressed: its gzip member, and its xz block(s) with their index records. */
+interface CompressedChunk {
+  gz: Buffer;
+  xz: XzPart;
+}
+
+const chunkCache = new Map<string, Map<string, CompressedChunk>>();
 const chunkOrder = new Map<string, { settings: string; bytes: number }>();
 let chunkCacheBytes = 0;
 const CHUNK_CACHE_MAX_BYTES = 128 * 1024 * 1024;
 
-function rememberChunk(settings: string, text: string, value: { gz: Buffer; xz: Buffer }): void {
+function rememberChunk(settings: string, text: string, value: CompressedChunk): void {
   const old = chunkOrder.get(text); // one text is kept under one setting at a time
   if (old) {
     chunkOrder.delete(text);
@@ -470,11 +507,11 @@ function rememberChunk(settings: string, text: string, value: { gz: Buffer; xz: 
   }
   let bySettings = chunkCache.get(settings);
   if (!bySettings) {
-    bySettings = new Map<string, { gz: Buffer; xz: Buffer }>();
+    bySettings = new Map<string, CompressedChunk>();
     chunkCache.set(settings, bySettings);
   }
   bySettings.set(text, value);
-  const bytes = value.gz.length + value.xz.length + text.length;
+  const bytes = value.gz.length + value.xz.blocks.length + text.length;
   chunkOrder.set(text, { settings, bytes });
   chunkCacheBytes += bytes;
   for (const [t, { settings: s, bytes: b }] of chunkOrder) {
@@ -486,14 +523,23 @@ function rememberChunk(settings: string, text: string, value: { gz: Buffer; xz: 
 }
 
 /**
- * Settings for pieces, by measurement on 9.7 MB of Packages (20,000 paragraphs) in 256 KiB
- * pieces: xz preset 5 with a 512 KiB dictionary takes 0.72 s of CPU (1.708 MB), preset 6 1.18 s
- * (1.710 MB; its deeper match search finds nothing more in a piece), preset 4 0.67 s (1.742 MB),
- * presets 0 to 3 0.4 s (2.13 MB). gzip -6 takes 0.11 s (2.02 MB), -1 0.05 s (2.09 MB).
+ * Settings for pieces, by measurement on 9.7 MB of Packages (20,000 paragraphs of the publish
+ * benchmark) in 300 KiB pieces, xz with a 512 KiB dictionary, CPU seconds: preset 5 1.00 s
+ * (1.740 MB), preset 5 with the hash-chain match finder 0.67 s (1.740 MB), preset 1 0.38 s
+ * (2.117 MB), preset 3 0.48 s (2.093 MB). On 12.6 MB of Debian's bookworm Packages in 400 kB
+ * pieces: preset 5 1.63 s (2.506 MB), with mf=hc4 1.13 s (2.545 MB), preset 1 0.49 s (2.895 MB).
+ * gzip -6 takes 0.10 s (2.014 MB), -5 0.08 s (2.018 MB), -1 0.06 s (2.10 MB); on Debian's,
+ * -6 0.16 s (2.875 MB), -5 0.13 s (2.903 MB).
+ *
+ * A first publish of a large repo compresses every piece while its pool is made, and both
+ * compete for the same cores: xz's fast mode (preset 1) costs 15-20% more bytes of Packages.xz
+ * than the normal mode's best, for a third of the CPU time; gzip -5 1% more than -6, for a fifth
+ * less. Pieces stay compressed between publishes (see chunkCache), so later publishes recompress
+ * only what changed either way.
  */
 export const CHUNK_COMPRESSION: Readonly<{ gzipLevel: number; xzPreset: number }> = {
-  gzipLevel: 6,
-  xzPreset: 5,
+  gzipLevel: 5,
+  xzPreset: 1,
 };
 
 /**
@@ -512,9 +558,9 @@ export async function compressIndexChunks(
   if (!Number.isInteger(xzPreset) || xzPreset < 0 || xzPreset > 9) {
     throw new KilnError("INTERNAL", `Invalid xz preset ${xzPreset}`);
   }
-  const settings = `${gzipLevel}/${xzPreset}`;
+  const settings = `${gzipLevel}/${chunkXzFilter(xzPreset)}`;
   const cached = chunkCache.get(settings);
-  const done = new Map<string, { gz: Buffer; xz: Buffer }>();
+  const done = new Map<string, CompressedChunk>();
   const todo: string[] = [];
   for (const text of chunks) {
     if (done.has(text)) continue;
@@ -528,57 +574,69 @@ export async function compressIndexChunks(
       done.set(text, hit);
     } else if (!todo.includes(text)) todo.push(text);
   }
-  // One xz per core, each given its share of the pieces as files: starting a process from a
-  // hub with a large heap costs tens of milliseconds, more than compressing a piece.
+  // One xz per core, each given its share of the pieces on its input, one block each: starting
+  // a process from a hub with a large heap costs tens of milliseconds, more than compressing a piece.
   const groups = Array.from({ length: Math.min(availableParallelism(), todo.length) }, (_, g) =>
     todo.filter((_t, i) => i % Math.min(availableParallelism(), todo.length) === g),
   );
   await Promise.all(
     groups.map(async (group) => {
       const data = group.map((t) => Buffer.from(t));
-      const [gzs, xzs] = await Promise.all([
-        Promise.all(data.map((d) => gzip(d, { level: gzipLevel }))),
-        runXzFiles(data, xzPreset, CHUNK_XZ_DICT),
-      ]);
+      // xz first: it takes several times gzip's time.
+      const xzs = runXzBlocks(data, chunkXzFilter(xzPreset));
+      xzs.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+      const gzs = await Promise.all(data.map((d) => gzip(d, { level: gzipLevel })));
+      const xzOut = await xzs;
       group.forEach((text, i) => {
-        const value = { gz: gzs[i] as Buffer, xz: xzs[i] as Buffer };
+        const value = { gz: gzs[i] as Buffer, xz: xzOut[i] as XzPart };
         done.set(text, value);
         rememberChunk(settings, text, value);
       });
     }),
   );
-  const parts = chunks.map((c) => done.get(c) as { gz: Buffer; xz: Buffer });
-  return { gz: Buffer.concat(parts.map((p) => p.gz)), xz: joinXzStreams(parts.map((p) => p.xz)) };
+  const parts = chunks.map((c) => done.get(c) as CompressedChunk);
+  return { gz: Buffer.concat(parts.map((p) => p.gz)), xz: xzStreamOf(parts.map((p) => p.xz)) };
 }
 
-/** `xz` of each buffer (as files in a temporary directory, by one process), in order. */
-async function runXzFiles(data: readonly Buffer[], preset: number, dict: number): Promise<Buffer[]> {
-  const dir = await mkdtemp(path.join(tmpdir(), "kiln-xz-"));
-  try {
-    const files = data.map((_, i) => path.join(dir, String(i)));
-    await Promise.all(files.map((f, i) => writeFile(f, data[i] as Buffer)));
-    await new Promise<void>((resolve, reject) => {
-      const args = ["-z", "-q", `--lzma2=preset=${preset},dict=${dict}`, "-T1", "--", ...files];
-      const child = spawn("xz", args, { stdio: ["ignore", "ignore", "pipe"] });
-      let stderr = "";
-      child.stderr.on("data", (chunk: Buffer) => {
-        if (stderr.length < 4096) stderr += chunk.toString("utf8");
-      });
-      child.on("error", (err) => {
-        reject(new KilnError("INTERNAL", `Cannot run xz to compress an index: ${err.message}`));
-      });
-      child.on("close", (code, signal) => {
-        if (code === 0) resolve();
-        else {
-          const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
-          reject(new KilnError("INTERNAL", `xz failed (${why}): ${stderr.trim()}`));
-        }
-      });
+/**
+ * `xz` of each buffer as a block of its own (`--block-list`: a fresh dictionary each, as
+ * `xz -T2` makes them), by one process reading them in a row, in order. An empty buffer has no
+ * block.
+ */
+async function runXzBlocks(data: readonly Buffer[], lzma2: string): Promise<XzPart[]> {
+  const input = data.filter((d) => d.length > 0);
+  if (input.length === 0) return data.map(() => EMPTY_XZ_PART);
+  const out = await new Promise<Buffer>((resolve, reject) => {
+    const sizes = input.map((d) => d.length).join(",");
+    const args = ["-z", "-c", "-q", `--lzma2=${lzma2}`, "-T1", `--block-list=${sizes}`];
+    const child = spawn("xz", args, { stdio: ["pipe", "pipe", "pipe"] });
+    const stdout: Buffer[] = [];
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on("data", (chunk: Buffer) => {
+      if (stderr.length < 4096) stderr += chunk.toString("utf8");
     });
-    return await Promise.all(files.map((f) => readFile(`${f}.xz`)));
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+    // A write error (EPIPE) shows up as xz's exit status, reported below.
+    child.stdin.on("error", () => undefined);
+    child.on("error", (err) => {
+      reject(new KilnError("INTERNAL", `Cannot run xz to compress an index: ${err.message}`));
+    });
+    child.on("close", (code, signal) => {
+      if (code === 0) resolve(Buffer.concat(stdout));
+      else {
+        const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
+        reject(new KilnError("INTERNAL", `xz failed (${why}): ${stderr.trim()}`));
+      }
+    });
+    for (const d of input) child.stdin.write(d);
+    child.stdin.end();
+  });
+  const blocks = xzBlocksOf(out);
+  if (blocks.length !== input.length || blocks.some((b, i) => b.records[0]?.[1] !== input[i]?.length)) {
+    throw new KilnError("INTERNAL", "xz did not cut its output where it was asked to");
   }
+  let next = 0;
+  return data.map((d) => (d.length > 0 ? (blocks[next++] as XzPart) : EMPTY_XZ_PART));
 }
 
 // An .xz file holds streams of blocks; apt reads only the first stream, so the pieces' own
@@ -608,8 +666,18 @@ function writeVarint(out: number[], value: number): void {
   out.push(v);
 }
 
+/** Blocks of an xz stream: the stream's flags, the blocks' bytes and their index records. */
+interface XzPart {
+  flags: Buffer;
+  blocks: Buffer;
+  records: [unpadded: number, uncompressed: number][];
+}
+
+/** No block: what an empty piece compresses to (flags of xz's default check, CRC64). */
+const EMPTY_XZ_PART: XzPart = { flags: Buffer.from([0x00, 0x04]), blocks: Buffer.alloc(0), records: [] };
+
 /** One stream of xz's output: its flags, its blocks' bytes and their index records. */
-function splitXzStream(xz: Buffer): { flags: Buffer; blocks: Buffer; records: [number, number][] } {
+function splitXzStream(xz: Buffer): XzPart {
   const bad = (): never => {
     throw new KilnError("INTERNAL", "xz wrote a stream Kiln cannot read");
   };
@@ -627,21 +695,40 @@ function splitXzStream(xz: Buffer): { flags: Buffer; blocks: Buffer; records: [n
     records.push([unpadded, uncompressed]);
     at = a2;
   }
-  return { flags: xz.subarray(6, 8), blocks: xz.subarray(12, indexStart), records };
+  const blocks = xz.subarray(12, indexStart);
+  if (records.reduce((n, [unpadded]) => n + Math.ceil(unpadded / 4) * 4, 0) !== blocks.length) bad();
+  return { flags: xz.subarray(6, 8), blocks, records };
+}
+
+/** Each block of a stream, as a part of its own. */
+function xzBlocksOf(stream: Buffer): XzPart[] {
+  const { flags, blocks, records } = splitXzStream(stream);
+  let at = 0;
+  return records.map((record) => {
+    const size = Math.ceil(record[0] / 4) * 4; // a block is padded to four bytes
+    const part = { flags, blocks: blocks.subarray(at, at + size), records: [record] };
+    at += size;
+    return part;
+  });
 }
 
 /** Streams made with the same settings, as one stream of all their blocks in order. */
 export function joinXzStreams(streams: readonly Buffer[]): Buffer {
   if (streams.length === 1) return streams[0] as Buffer;
-  const parts = streams.map(splitXzStream);
-  const flags = parts[0]?.flags ?? Buffer.from([0x00, 0x04]);
+  return xzStreamOf(streams.map(splitXzStream));
+}
+
+/** One stream of the parts' blocks, in order, with one index. */
+function xzStreamOf(parts: readonly XzPart[]): Buffer {
+  const flags = parts.find((p) => p.records.length > 0)?.flags ?? EMPTY_XZ_PART.flags;
   const index: number[] = [0x00];
   writeVarint(
     index,
     parts.reduce((n, p) => n + p.records.length, 0),
   );
   for (const p of parts) {
-    if (!p.flags.equals(flags)) throw new KilnError("INTERNAL", "xz streams with different checks");
+    if (p.records.length > 0 && !p.flags.equals(flags))
+      throw new KilnError("INTERNAL", "xz streams with different checks");
     for (const [unpadded, uncompressed] of p.records) {
       writeVarint(index, unpadded);
       writeVarint(index, uncompressed);

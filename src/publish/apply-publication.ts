@@ -1,5 +1,5 @@
-import { createHash, randomBytes } from "node:crypto";
-import { constants, linkSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { constants, readlinkSync } from "node:fs";
 import {
   link,
   mkdir,
@@ -25,7 +25,8 @@ import {
 } from "../debian/index-writers.js";
 import type { IndexFileEntry } from "../debian/index-writers.js";
 import { KilnError } from "../errors/catalogue.js";
-import type { PublicationPlan } from "./plan-publication.js";
+import type { PoolEntry, PublicationPlan } from "./plan-publication.js";
+import { runPoolBatches, type PoolBatch } from "./pool-workers.js";
 
 /** What signs a Release (the archive key); absent when a publication skips signing. */
 export interface Signer {
@@ -57,6 +58,8 @@ export interface ApplyInput {
   keep?: number;
   /** Generations whose by-hash files the new one also serves, for clients mid-update. */
   byHashFrom?: number;
+  /** The plan's pool, already being put in place (startPool()); started here when absent. */
+  pooled?: PoolFilling;
 }
 
 export interface ApplyResult {
@@ -147,55 +150,36 @@ const livePools = new Map<string, { generation: number; files: Map<string, strin
  */
 async function linkPool(
   root: string,
-  plan: PublicationPlan,
+  pool: readonly PoolEntry[],
   blobs: BlobStore,
   known?: ReadonlyMap<string, string>,
 ): Promise<number> {
-  const todo = known ? plan.pool.filter((e) => known.get(e.path) !== e.sha256) : plan.pool;
-  // Directories: each parent listed once, and only the missing ones made (a first publish of
-  // 20,000 packages makes 20,000 source directories; a stat() or a failed mkdir() each adds up).
-  const dirs = new Set(todo.map((e) => path.dirname(path.join(root, ...e.path.split("/")))));
-  const listed = new Map<string, Set<string>>();
-  const present = async (dir: string): Promise<boolean> => {
-    const parent = path.dirname(dir);
-    let names = listed.get(parent);
-    if (!names) {
-      names = new Set(await readdir(parent).catch(() => [] as string[]));
-      listed.set(parent, names);
+  const todo = known ? pool.filter((e) => known.get(e.path) !== e.sha256) : pool;
+  // One batch per parent directory (pool/<component>/<letter>): its missing source directories,
+  // then the links into them. Plan paths are relative, of checked names (planPool()): joined by
+  // hand, as path.join() of 20,000 paths costs tens of milliseconds.
+  const base = root.endsWith("/") ? root : `${root}/`;
+  const batches = new Map<string, PoolBatch>();
+  for (const entry of todo) {
+    const dest = base + entry.path;
+    const dirEnd = dest.lastIndexOf("/");
+    const parentEnd = dest.lastIndexOf("/", dirEnd - 1);
+    const parent = dest.slice(0, parentEnd);
+    let batch = batches.get(parent);
+    if (!batch) {
+      batch = { parent, dirs: [], links: [] };
+      batches.set(parent, batch);
     }
-    return names.has(path.basename(dir));
-  };
-  const parents = new Set<string>();
-  for (const dir of dirs) parents.add(path.dirname(dir));
-  for (const parent of parents) await mkdir(parent, { recursive: true });
-  // Synchronous link() in slices: tens of thousands of quick calls the thread pool would only
-  // queue, while the event loop still gets a turn between slices.
-  const slices = async <T>(items: readonly T[], fn: (item: T) => void) => {
-    for (let i = 0; i < items.length; i += 2000) {
-      for (const item of items.slice(i, i + 2000)) fn(item);
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
-  };
-  const missingDirs: string[] = [];
-  for (const dir of dirs) if (!(await present(dir))) missingDirs.push(dir);
-  // mkdir() is the slow part on ext4 (a new inode and directory block each): several at once.
-  await mapLimit(missingDirs, 8, async (dir) => {
-    await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== "EEXIST") throw err;
-    });
-  });
-  let linked = 0;
-  const clashes: PublicationPlan["pool"] = [];
-  await slices(todo, (entry) => {
-    try {
-      linkSync(blobs.path(entry.sha256), path.join(root, ...entry.path.split("/")));
-      linked++;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== "EEXIST" && code !== "ENOENT") throw err;
-      clashes.push(entry); // already there (checked below), or the blob is missing
-    }
-  });
+    const dir = dest.slice(parentEnd + 1, dirEnd);
+    if (batch.dirs[batch.dirs.length - 1] !== dir) batch.dirs.push(dir); // the pool is sorted by path
+    batch.links.push([blobs.path(entry.sha256), dest]);
+  }
+  // Started now, before any await: the caller's synchronous work (the indexes) runs beside it.
+  const done = await runPoolBatches([...batches.values()]);
+  let linked = done.linked;
+  // Already there (checked below), or the blob is missing.
+  const byDest = new Map(done.clashes.length > 0 ? todo.map((e) => [base + e.path, e]) : []);
+  const clashes = done.clashes.map((dest) => byDest.get(dest) as PoolEntry);
   await mapLimit(clashes, 16, async (entry) => {
     const dest = path.join(root, ...entry.path.split("/"));
     const blob = blobs.path(entry.sha256);
@@ -220,6 +204,42 @@ async function linkPool(
     }
   });
   return linked;
+}
+
+/** Pool files being put in place (startPool()), awaited by applyPublication before its switch. */
+export interface PoolFilling {
+  readonly pool: readonly PoolEntry[];
+  /** The distribution's generations directory: which publication the pool is filled for. */
+  readonly gens: string;
+  /** Resolves to the number of files linked. */
+  readonly done: Promise<number>;
+}
+
+/**
+ * Starts putting `pool` (the plan's, planPool()) in place at the prefix, so that a caller can
+ * make the indexes meanwhile; pass the result to applyPublication with the plan made from the
+ * same pool. The caller must await `done` (applyPublication does) before the task ends, also
+ * when it fails before applying.
+ */
+export function startPool(
+  dirs: PublishDirs,
+  blobs: BlobStore,
+  prefix: string,
+  dist: string,
+  pool: readonly PoolEntry[],
+): PoolFilling {
+  const paths = distPaths(dirs, prefix, dist);
+  const cached = livePools.get(paths.gens); // read now: applyPublication clears it
+  let live: string | undefined;
+  try {
+    live = cached ? readlinkSync(paths.link) : undefined;
+  } catch {
+    live = undefined;
+  }
+  const known = cached && live?.endsWith(`/${cached.generation}`) ? cached.files : undefined;
+  const done = linkPool(paths.root, pool, blobs, known);
+  done.catch(() => undefined); // awaited by the caller; this only keeps an early failure from being "unhandled"
+  return { pool, gens: paths.gens, done };
 }
 
 async function assertSameContent(
@@ -253,18 +273,14 @@ export async function applyPublication(
 ): Promise<ApplyResult> {
   const { plan } = input;
   const paths = distPaths(dirs, input.prefix, plan.distribution);
-  const liveGeneration = await liveGenerationOnDisk(dirs, input.prefix, plan.distribution);
-  const cachedPool = livePools.get(paths.gens);
-  livePools.delete(paths.gens); // set again once this generation is live
   // The pool fills while the indexes are staged (a first publish of a large repo makes a
   // directory per source package); both are done before the switch.
-  const pooled = linkPool(
-    paths.root,
-    plan,
-    blobs,
-    cachedPool && cachedPool.generation === liveGeneration ? cachedPool.files : undefined,
-  );
-  pooled.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+  const pooled = input.pooled ?? startPool(dirs, blobs, input.prefix, plan.distribution, plan.pool);
+  livePools.delete(paths.gens); // set again once this generation is live
+  if (pooled.pool !== plan.pool || pooled.gens !== paths.gens) {
+    await pooled.done.catch(() => undefined);
+    throw new KilnError("INTERNAL", "the pool being filled is not the plan's");
+  }
 
   const stage = path.join(
     dirs.stagingDir,
@@ -273,6 +289,7 @@ export async function applyPublication(
   await mkdir(stage, { recursive: true });
   try {
     const listed: IndexFileEntry[] = [];
+    const written = new Map<string, Uint8Array>(); // the bytes each entry of `listed` was hashed from
     const add = async (rel: string, data: Uint8Array | string) => {
       const bytes = typeof data === "string" ? Buffer.from(data) : data;
       // No SHA512: apt fetches by-hash under the strongest hash a Release lists, and SHA256 is
@@ -281,6 +298,7 @@ export async function applyPublication(
       const file = path.join(stage, ...rel.split("/"));
       await writeDurable(file, bytes);
       listed.push({ path: rel, ...h });
+      written.set(rel, bytes);
       // by-hash/SHA256/<hash> beside the file (Acquire-By-Hash): the same inode, no copy.
       const byHash = path.join(path.dirname(file), "by-hash", "SHA256");
       await mkdir(byHash, { recursive: true });
@@ -291,18 +309,14 @@ export async function applyPublication(
     const dirsMade = new Set<string>();
     await mapLimit(plan.indexes, 4, async (index) => {
       const rel = `${index.component}/${index.dir}`;
-      if (!dirsMade.has(rel)) {
-        dirsMade.add(rel);
-        await mkdir(path.join(stage, index.component, index.dir), { recursive: true });
-      }
-      const raw = Buffer.from(index.content);
-      const { gz, xz } = await compressIndexChunks(index.chunks);
+      // Compression first: xz runs in processes of its own while the rest is written here.
+      const compressed = compressIndexChunks(index.chunks);
+      compressed.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+      dirsMade.add(rel);
       await mkdir(path.join(stage, index.component, index.dir, "by-hash", "SHA256"), { recursive: true });
       // Side by side: their fsyncs overlap.
       await Promise.all([
-        add(`${rel}/${index.name}`, raw),
-        add(`${rel}/${index.name}.gz`, gz),
-        add(`${rel}/${index.name}.xz`, xz),
+        add(`${rel}/${index.name}`, Buffer.from(index.content)),
         add(
           `${rel}/Release`,
           componentReleaseFile({
@@ -314,6 +328,9 @@ export async function applyPublication(
             label: input.meta.label,
             acquireByHash: true,
           }),
+        ),
+        compressed.then(({ gz, xz }) =>
+          Promise.all([add(`${rel}/${index.name}.gz`, gz), add(`${rel}/${index.name}.xz`, xz)]),
         ),
       ]);
     });
@@ -340,8 +357,8 @@ export async function applyPublication(
       await writeDurable(path.join(stage, "InRelease"), inRelease);
       await writeDurable(path.join(stage, "Release.gpg"), detached);
     }
-    await verifyStaged(stage, listed);
-    const poolFilesLinked = await pooled;
+    await verifyStaged(stage, listed, written);
+    const poolFilesLinked = await pooled.done;
     for (const d of [...dirsMade].map((r) => path.join(stage, r))) await fsyncDir(d);
     await fsyncDir(stage);
 
@@ -365,7 +382,7 @@ export async function applyPublication(
       poolFilesLinked,
     };
   } finally {
-    await pooled.catch(() => undefined);
+    await pooled.done.catch(() => undefined);
     await rm(stage, { recursive: true, force: true });
   }
 }
@@ -399,12 +416,20 @@ async function stampLater(genDir: string, liveLink: string, wanted: Date): Promi
   }
 }
 
-/** Reads back every file the Release lists: what is switched in is what was promised. */
-async function verifyStaged(stage: string, listed: readonly IndexFileEntry[]): Promise<void> {
+/**
+ * Reads back every file the Release lists: what is switched in is what was promised. Each file
+ * is compared byte for byte with the bytes its Release entry was hashed from (`written`), which
+ * proves as much as hashing it again, for a fraction of the CPU time.
+ */
+async function verifyStaged(
+  stage: string,
+  listed: readonly IndexFileEntry[],
+  written: ReadonlyMap<string, Uint8Array>,
+): Promise<void> {
   await mapLimit(listed, 8, async (entry) => {
     const data = await readFile(path.join(stage, ...entry.path.split("/")));
-    const sha256 = createHash("sha256").update(data).digest("hex");
-    if (data.length !== entry.size || sha256 !== entry.sha256) {
+    const promised = written.get(entry.path);
+    if (data.length !== entry.size || promised === undefined || !data.equals(promised)) {
       throw new KilnError("PUBLISH_VERIFY_FAILED", `staged ${entry.path} does not match its Release entry`, {
         path: entry.path,
       });

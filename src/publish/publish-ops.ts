@@ -9,7 +9,9 @@ import {
   applyPublication,
   generationsOnDisk,
   removeDistribution,
+  startPool,
   switchGeneration,
+  type PoolFilling,
   type PublishDirs,
   type Signer,
 } from "./apply-publication.js";
@@ -20,7 +22,7 @@ import {
   upsertPackage,
   type PackageRecord,
 } from "./package-store.js";
-import { planPublication, type PlanComponent } from "./plan-publication.js";
+import { planPool, planPublication, type PlanComponent, type PublicationPlan } from "./plan-publication.js";
 import {
   generationHistory,
   getGeneration,
@@ -198,12 +200,31 @@ async function publishGenerationUnobserved(
       };
     }
   }
-  const plan = planPublication({
+  const planInput = {
     distribution: row.distribution,
     components,
     architectures: JSON.parse(row.architectures) as string[],
-  });
+  };
+  const pool = planPool(planInput);
+  // The pool files go in place while the indexes are made: a first publish of a large repo makes
+  // a directory per source package, work for the kernel that runs beside the index text's.
+  const pooled = startPool(deps.dirs, deps.blobs, row.prefix, row.distribution, pool);
+  try {
+    const plan = planPublication(planInput, pool);
+    return await makeGeneration(deps, row, opts, { plan, pooled, sources, hash });
+  } finally {
+    await pooled.done.catch(() => undefined); // never left running past the task, whatever failed
+  }
+}
 
+/** Records a new generation of `plan`, applies it and makes it live (or records its failure). */
+async function makeGeneration(
+  deps: PublishDeps,
+  row: PublicationRow,
+  opts: { taskId?: number | null; actor?: string | null },
+  input: { plan: PublicationPlan; pooled: PoolFilling; sources: unknown[]; hash: string },
+): Promise<PublishOutcome> {
+  const { plan, pooled, sources, hash } = input;
   const now = deps.clock.now();
   let interrupted: number[] = [];
   const generation = await withWriteTx(deps.db, async (trx) => {
@@ -255,6 +276,7 @@ async function publishGenerationUnobserved(
   try {
     const result = await applyPublication(deps.dirs, deps.blobs, {
       plan,
+      pooled,
       prefix: row.prefix,
       generation,
       meta: { origin: row.origin, label: row.label },

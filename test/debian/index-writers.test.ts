@@ -110,6 +110,16 @@ X-Custom: kept
     // CRLF, trailing blank lines and a tab continuation are normalised as parseDeb822 reads them
     const messy = `${CONTROL.replace(" A longer", "\tA longer").replace(/\n/g, "\r\n")}\r\n\r\n`;
     expect(packagesStanza(messy, FILE)).toBe(packagesStanza(CONTROL, FILE));
+    // Spacing around values and continuation lines, and field names in other cases, are
+    // normalised too (a line already in Packages form is taken as it is).
+    const spaced = CONTROL.replace("Version: 1.0-1", "version:1.0-1")
+      .replace("Section: misc", "Section:    misc \t")
+      .replace("Homepage: https://example.org", "Homepage: https://example.org  ")
+      .replace(" Second paragraph.", " Second paragraph.   ");
+    expect(packagesStanza(spaced, FILE)).toBe(
+      packagesStanza(CONTROL, FILE).replace("Version: 1.0-1", "version: 1.0-1"),
+    );
+    expectDebianErrorSync(() => packagesStanza(`${CONTROL}VERSION: 2\n`, FILE), "CONTROL_INVALID");
   });
 
   it("refuses control text that is not one well-formed paragraph, and bad file data", () => {
