@@ -410,8 +410,13 @@ export async function compressIndex(
 
 function runXz(data: Uint8Array, preset: number, dict?: number): Promise<Buffer> {
   const level = dict === undefined ? [`-${preset}`] : [`--lzma2=preset=${preset},dict=${dict}`];
+  return spawnXz(["-z", "-c", "-q", ...level, "-T1"], [data]);
+}
+
+/** Runs `xz ARGS` with `input` on its stdin; resolves with what it wrote. */
+function spawnXz(args: string[], input: readonly Uint8Array[]): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const child = spawn("xz", ["-z", "-c", "-q", ...level, "-T1"], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn("xz", args, { stdio: ["pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
@@ -430,7 +435,8 @@ function runXz(data: Uint8Array, preset: number, dict?: number): Promise<Buffer>
         reject(new KilnError("INTERNAL", `xz failed (${why}): ${stderr.trim()}`));
       }
     });
-    child.stdin.end(data);
+    for (const d of input) child.stdin.write(d);
+    child.stdin.end();
   });
 }
 
@@ -606,31 +612,8 @@ export async function compressIndexChunks(
 async function runXzBlocks(data: readonly Buffer[], lzma2: string): Promise<XzPart[]> {
   const input = data.filter((d) => d.length > 0);
   if (input.length === 0) return data.map(() => EMPTY_XZ_PART);
-  const out = await new Promise<Buffer>((resolve, reject) => {
-    const sizes = input.map((d) => d.length).join(",");
-    const args = ["-z", "-c", "-q", `--lzma2=${lzma2}`, "-T1", `--block-list=${sizes}`];
-    const child = spawn("xz", args, { stdio: ["pipe", "pipe", "pipe"] });
-    const stdout: Buffer[] = [];
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on("data", (chunk: Buffer) => {
-      if (stderr.length < 4096) stderr += chunk.toString("utf8");
-    });
-    // A write error (EPIPE) shows up as xz's exit status, reported below.
-    child.stdin.on("error", () => undefined);
-    child.on("error", (err) => {
-      reject(new KilnError("INTERNAL", `Cannot run xz to compress an index: ${err.message}`));
-    });
-    child.on("close", (code, signal) => {
-      if (code === 0) resolve(Buffer.concat(stdout));
-      else {
-        const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
-        reject(new KilnError("INTERNAL", `xz failed (${why}): ${stderr.trim()}`));
-      }
-    });
-    for (const d of input) child.stdin.write(d);
-    child.stdin.end();
-  });
+  const sizes = input.map((d) => d.length).join(",");
+  const out = await spawnXz(["-z", "-c", "-q", `--lzma2=${lzma2}`, "-T1", `--block-list=${sizes}`], input);
   const blocks = xzBlocksOf(out);
   if (blocks.length !== input.length || blocks.some((b, i) => b.records[0]?.[1] !== input[i]?.length)) {
     throw new KilnError("INTERNAL", "xz did not cut its output where it was asked to");
