@@ -12,6 +12,7 @@ import path from "node:path";
 import { sql, type Kysely, type Selectable } from "kysely";
 import type { BlobStore } from "../artifacts/blob-store.js";
 import type { TagRepoJson, TagRepoState } from "../client/types.js";
+import { lockResource } from "../db/advisory.js";
 import { withWriteTx } from "../db/database.js";
 import type { Database, TagReposTable } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
@@ -178,8 +179,7 @@ export async function queueNewRepo(
   const lock = newRepoLock(tag);
   const { row, created } = await withWriteTx(deps.db, async (trx) => {
     // Two hubs on PostgreSQL must not both find none and both queue (SQLite has one writer).
-    if (deps.db.dialect === "postgres")
-      await sql`SELECT pg_advisory_xact_lock(hashtext(${lock.resource}))`.execute(trx);
+    if (deps.db.dialect === "postgres") await lockResource(trx, lock.resource);
     await getTagRow(trx, tag);
     const [queued] = await newRepoTasks(trx, tag, ["free"]);
     if (queued) return { row: queued, created: false };

@@ -13,6 +13,7 @@ import * as m004 from "./migrations/004-repos.js";
 import * as m005 from "./migrations/005-webhooks.js";
 import * as m006 from "./migrations/006-reliability.js";
 import * as m007 from "./migrations/007-buildroots.js";
+import * as m008 from "./migrations/008-event-order.js";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -35,6 +36,7 @@ const MIGRATIONS: { name: string; up: typeof m001.up }[] = [
   { name: "005-webhooks", up: m005.up },
   { name: "006-reliability", up: m006.up },
   { name: "007-buildroots", up: m007.up },
+  { name: "008-event-order", up: m008.up },
 ];
 
 export function dialectOf(url: string): Dialect {

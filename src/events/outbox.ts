@@ -35,9 +35,10 @@ export async function latestEventId(db: Kysely<Database>): Promise<number> {
 
 /**
  * Events after `since`, oldest first, that a reader may safely move its cursor past. On
- * PostgreSQL an id is taken at insert but seen only at commit, so a smaller id can appear after
- * a larger one: only events written by transactions older than every one still running are
- * returned (the rest follow as soon as those end). SQLite has one writer, so ids commit in order.
+ * PostgreSQL an id is drawn at insert but seen only at commit, so a smaller id can appear after
+ * a larger one: only ids below every id a transaction still writing events may yet commit are
+ * returned (migration 008; the rest follow as soon as those transactions end). SQLite has one
+ * writer, so ids commit in order.
  */
 export async function readEvents(
   db: Db,
@@ -51,12 +52,15 @@ export async function readEvents(
   },
 ): Promise<EventRow[]> {
   const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1000);
-  let q = (opts.trx ?? db.kysely)
+  const conn = opts.trx ?? db.kysely;
+  let q = conn
     .selectFrom("events")
     .select(["id", "type", "actor", "data", "created_at"])
     .where("id", ">", opts.since ?? 0);
   if (db.dialect === "postgres") {
-    q = q.where(sql<boolean>`txid < pg_snapshot_xmin(pg_current_snapshot())`);
+    // Its own statement: the events must be read with a snapshot taken after the horizon was.
+    const { rows } = await sql<{ h: string | null }>`SELECT kiln_event_horizon() AS h`.execute(conn);
+    q = q.where("id", "<=", Number(rows[0]?.h ?? 0));
   }
   const types = opts.types;
   if (types && types.length > 0 && !types.includes("*")) {

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
+import { readEvents } from "../events/outbox.js";
 import type { CreateTaskInput } from "../tasks/create-task.js";
 import type { TaskRow } from "../tasks/types.js";
 import { poolLock, publishLock } from "./methods.js";
@@ -11,7 +12,7 @@ export interface TrackerDeps {
 }
 
 /** Event types that can change what a tag's latest builds are. */
-const TAG_EVENT_PREFIXES = ["tag.", "package."];
+const TAG_EVENTS = ["tag.*", "package.*"];
 
 /**
  * Koji's kojira, for publications that track a tag: when tags change, every such publication
@@ -38,14 +39,12 @@ export class TagPublicationTracker {
 
   private async check(): Promise<number> {
     const db = this.deps.db.kysely;
-    const newest = await db
-      .selectFrom("events")
-      .select("id")
-      .where("id", ">", this.lastEvent)
-      .where((eb) => eb.or(TAG_EVENT_PREFIXES.map((p) => eb("type", "like", `${p}%`))))
-      .orderBy("id", "desc")
-      .limit(1)
-      .executeTakeFirst();
+    const [newest] = await readEvents(this.deps.db, {
+      since: this.lastEvent,
+      types: TAG_EVENTS,
+      newest: true,
+      limit: 1,
+    });
     if (!newest) return 0;
     const publications = await db
       .selectFrom("publications")

@@ -1,4 +1,5 @@
 import { sql, type Kysely } from "kysely";
+import { lockResource } from "../db/advisory.js";
 import { withWriteTx } from "../db/database.js";
 import type { Database } from "../db/schema.js";
 import { KilnError } from "../errors/catalogue.js";
@@ -161,7 +162,7 @@ export async function insertLocks(
     // the inserting transactions per resource (in one order, so they cannot deadlock) so that
     // a lower id always means committed earlier. SQLite's writer lock already does that.
     for (const resource of [...new Set(locks.map((l) => l.resource))].sort()) {
-      await sql`SELECT pg_advisory_xact_lock(hashtext(${resource}))`.execute(trx);
+      await lockResource(trx, resource);
     }
   }
   await trx

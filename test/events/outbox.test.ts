@@ -114,3 +114,77 @@ describe.each(dialects)("event outbox on %s", (dialect) => {
     expect(await readEvents(t.db, { since: ids[2]!, types: ["tag.*"] })).toEqual([]);
   });
 });
+
+/** Runs `fn` in a write transaction that stays open until `release` is called. */
+function openTx(
+  db: TestDb["db"],
+  fn: (trx: Parameters<Parameters<typeof withWriteTx>[1]>[0]) => Promise<void>,
+): { ready: Promise<void>; release(): void; done: Promise<void> } {
+  let release!: () => void;
+  let ready!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const readyP = new Promise<void>((r) => (ready = r));
+  const done = withWriteTx(db, async (trx) => {
+    await fn(trx);
+    ready();
+    await gate;
+  });
+  return { ready: readyP, release, done };
+}
+
+describe.skipIf(!pgOk)("event order on postgres", () => {
+  let t: TestDb;
+  let other: TestDb;
+  const now = 1_700_000_000_000;
+
+  beforeAll(async () => {
+    t = await createTestDb("postgres");
+    other = await createTestDb("postgres");
+  });
+  afterAll(async () => {
+    await t.cleanup();
+    await other.cleanup();
+  });
+
+  const record = (trx: Parameters<Parameters<typeof withWriteTx>[1]>[0], tag: string) =>
+    recordEvent(trx, "tag.created", { tag }, null, now).then(() => undefined);
+  const tagsRead = async (since = 0) =>
+    (await readEvents(t.db, { since, limit: 1000 })).map((r) => (JSON.parse(r.data) as { tag: string }).tag);
+
+  it("holds back an event whose smaller id is still uncommitted, however the transactions began", async () => {
+    const since = (await readEvents(t.db, { newest: true, limit: 1 })).at(-1)?.id ?? 0;
+    // `late` has written (and holds its transaction id) before `early` draws the smaller event id.
+    let drawLate!: () => void;
+    const lateMayDraw = new Promise<void>((r) => (drawLate = r));
+    const late = openTx(t.db, async (trx) => {
+      await insertHost(trx, "order-host", { arches: ["amd64"] }, now);
+      await lateMayDraw;
+      await record(trx, "late");
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const early = openTx(t.db, (trx) => record(trx, "early"));
+    await early.ready;
+    drawLate();
+    late.release();
+    await late.done;
+    // "late" is committed, but "early" may still commit with a smaller id: a reader sees neither.
+    expect(await tagsRead(since)).toEqual([]);
+    early.release();
+    await early.done;
+    expect(await tagsRead(since)).toEqual(["early", "late"]);
+  });
+
+  it("is not held back by transactions in other databases or by ones that write no events", async () => {
+    const since = (await readEvents(t.db, { newest: true, limit: 1 })).at(-1)?.id ?? 0;
+    const elsewhere = openTx(other.db, (trx) => record(trx, "in another database"));
+    const noEvents = openTx(t.db, (trx) =>
+      insertHost(trx, "quiet-host", { arches: ["amd64"] }, now).then(() => undefined),
+    );
+    await Promise.all([elsewhere.ready, noEvents.ready]);
+    await withWriteTx(t.db, (trx) => record(trx, "visible"));
+    expect(await tagsRead(since)).toEqual(["visible"]);
+    elsewhere.release();
+    noEvents.release();
+    await Promise.all([elsewhere.done, noEvents.done]);
+  });
+});
