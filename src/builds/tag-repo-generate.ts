@@ -13,7 +13,7 @@ import { applyPublication } from "../publish/apply-publication.js";
 import type { PackageRecord } from "../publish/package-store.js";
 import { planPublication } from "../publish/plan-publication.js";
 import { packagesOfBuild, type PublishDeps } from "../publish/publish-ops.js";
-import { detectArches } from "../worker/host-facts.js";
+import { detectArches } from "../debian/native-arch.js";
 import { latestInTag, resolveTag } from "./tag-store.js";
 import {
   cleanupTagRepos,

@@ -6,7 +6,8 @@ import { VERSION } from "../version.js";
 import { Worker } from "../worker/daemon.js";
 import { defaultWorkerHandlers } from "../worker/handlers/index.js";
 import { reachableWorkDir } from "../worker/work-dir.js";
-import { detectArches, detectCapabilities } from "../worker/host-facts.js";
+import { detectArches } from "../debian/native-arch.js";
+import { detectCapabilities } from "../worker/host-facts.js";
 import { DEFAULT_HUB } from "./context.js";
 
 interface WorkerFlags {

@@ -8,7 +8,7 @@ import {
 } from "../../../builds/buildroot-store.js";
 import { tagsWithExtra } from "../../../builds/tag-store.js";
 import type { BuildrootDetailJson, CreateBuildrootRequest } from "../../../client/types.js";
-import { detectArches } from "../../../worker/host-facts.js";
+import { detectArches } from "../../../debian/native-arch.js";
 import { requireAdmin, requireAuth } from "../../auth.js";
 import type { HubDeps } from "../../deps.js";
 import { nameParams, taskSchema } from "./schemas.js";
