@@ -1,15 +1,15 @@
 import { sql, type Kysely } from "kysely";
 import type { Dialect } from "../database.js";
+import { columnTypes } from "./column-types.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
-  const id = dialect === "postgres" ? "bigserial" : "integer";
-  const big = dialect === "postgres" ? "bigint" : "integer";
+  const { id, big, pk } = columnTypes(dialect);
   const real = dialect === "postgres" ? "double precision" : "real";
 
   await db.schema
     .createTable("users")
-    .addColumn("id", id, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+    .addColumn("id", id, pk)
     .addColumn("name", "text", (c) => c.notNull().unique())
     .addColumn("role", "text", (c) => c.notNull())
     .addColumn("created_at", big, (c) => c.notNull())
@@ -17,7 +17,7 @@ export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
 
   await db.schema
     .createTable("hosts")
-    .addColumn("id", id, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+    .addColumn("id", id, pk)
     .addColumn("name", "text", (c) => c.notNull().unique())
     .addColumn("arches", "text", (c) => c.notNull())
     .addColumn("channels", "text", (c) => c.notNull())
@@ -32,7 +32,7 @@ export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
 
   await db.schema
     .createTable("tokens")
-    .addColumn("id", id, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+    .addColumn("id", id, pk)
     .addColumn("user_id", big, (c) => c.references("users.id").onDelete("cascade"))
     .addColumn("host_id", big, (c) => c.references("hosts.id").onDelete("cascade"))
     .addColumn("role", "text", (c) => c.notNull())
@@ -45,7 +45,7 @@ export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
 
   await db.schema
     .createTable("tasks")
-    .addColumn("id", id, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+    .addColumn("id", id, pk)
     .addColumn("method", "text", (c) => c.notNull())
     .addColumn("args", "text", (c) => c.notNull())
     .addColumn("owner", "text", (c) => c.notNull())
@@ -98,7 +98,7 @@ export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
 
   await db.schema
     .createTable("task_locks")
-    .addColumn("id", id, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+    .addColumn("id", id, pk)
     .addColumn("task_id", big, (c) => c.notNull().references("tasks.id"))
     .addColumn("resource", "text", (c) => c.notNull())
     .addColumn("exclusive", "integer", (c) => c.notNull())

@@ -1,13 +1,11 @@
 import { sql, type Kysely } from "kysely";
 import type { Dialect } from "../database.js";
+import { columnTypes } from "./column-types.js";
 
 /** Tags, inheritance, package lists, builds, tagging, targets, artifacts and the event log. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
-  const id = dialect === "postgres" ? "bigserial" : "integer";
-  const big = dialect === "postgres" ? "bigint" : "integer";
-  const pk = (c: import("kysely").ColumnDefinitionBuilder) =>
-    dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey();
+  const { id, big, pk } = columnTypes(dialect);
 
   // Every change to tags is an event; as in Koji, queries can be asked as of an event id.
   await db.schema

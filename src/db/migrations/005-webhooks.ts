@@ -1,5 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import type { Dialect } from "../database.js";
+import { columnTypes } from "./column-types.js";
 
 /**
  * Webhooks and their deliveries. A webhook reads the event outbox from its own cursor; each
@@ -8,10 +9,7 @@ import type { Dialect } from "../database.js";
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
-  const id = dialect === "postgres" ? "bigserial" : "integer";
-  const big = dialect === "postgres" ? "bigint" : "integer";
-  const pk = (c: import("kysely").ColumnDefinitionBuilder) =>
-    dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey();
+  const { id, big, pk } = columnTypes(dialect);
 
   if (dialect === "postgres") {
     // A bigserial id is taken at insert and may commit after a larger one: a reader that moved

@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import type { Dialect } from "../database.js";
+import { columnTypes } from "./column-types.js";
 
 /**
  * Retry policies per target, a record of every task attempt (for `kiln build-info` and
@@ -7,10 +8,7 @@ import type { Dialect } from "../database.js";
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
-  const id = dialect === "postgres" ? "bigserial" : "integer";
-  const big = dialect === "postgres" ? "bigint" : "integer";
-  const pk = (c: import("kysely").ColumnDefinitionBuilder) =>
-    dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey();
+  const { id, big, pk } = columnTypes(dialect);
 
   // Null: the global default from kiln.toml's [retry] applies.
   await db.schema.alterTable("targets").addColumn("retry_policy", "text").execute();
