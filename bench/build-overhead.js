@@ -2,32 +2,14 @@
 // tagged) of a small debhelper package, against `dpkg-buildpackage -b` of the same source on the
 // same machine. Target: at most 1.5 s of overhead. Writes bench/results/build-overhead.md, with
 // where the time of the median `kiln build` went (from the hub's task timestamps).
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { KILN, ROOT, median, startKilnHub, time, writeResult } from "./lib/kiln-hub.js";
 
-const ROOT = path.resolve(import.meta.dirname, "..");
-const KILN = path.join(ROOT, "bin/kiln.js");
 const FIXTURE = path.join(ROOT, "test/fixtures/packages/hello-c");
 const RUNS = Number(process.env.BENCH_BUILD_RUNS ?? 5);
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const srv = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-
-function time(fn) {
-  const t0 = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**
  * Where one `kiln build` spent its time, from the hub's timestamps of its tasks (milliseconds;
@@ -60,31 +42,8 @@ async function phases(api, taskId, startedMs, endedMs) {
 async function main() {
   const dir = mkdtempSync(path.join(os.tmpdir(), "kiln-bench-build-"));
   chmodSync(dir, 0o755);
-  const data = path.join(dir, "data");
-  const port = await freePort();
-  const hub = spawn(process.execPath, [KILN, "serve", "--data", data, "--listen", `127.0.0.1:${port}`], {
-    stdio: "ignore",
-    env: { ...process.env, KILN_LOG_LEVEL: "error" },
-  });
-  const env = { ...process.env, KILN_HUB: `http://127.0.0.1:${port}`, KILN_DATA: data };
-  const kiln = (...args) =>
-    execFileSync(process.execPath, [KILN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-  const api = async (p) => {
-    const token = readFileSync(path.join(data, "admin-token"), "utf8").trim();
-    const res = await fetch(`${env.KILN_HUB}${p}`, { headers: { authorization: `Bearer ${token}` } });
-    if (!res.ok) throw new Error(`GET ${p}: ${res.status} ${await res.text()}`);
-    return res.json();
-  };
+  const { env, kiln, api, stop } = await startKilnHub(dir);
   try {
-    for (let i = 0; i < 100; i++) {
-      try {
-        kiln("version");
-        readFileSync(path.join(data, "admin-token"));
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
     const arch = execFileSync("dpkg", ["--print-architecture"], { encoding: "utf8" }).trim();
     kiln("tag", "create", "bench-build", "--arches", arch);
     kiln("tag", "create", "bench");
@@ -152,13 +111,9 @@ async function main() {
           ]
         : []),
     ].join("\n");
-    console.log(table);
-    mkdirSync(path.join(ROOT, "bench/results"), { recursive: true });
-    writeFileSync(path.join(ROOT, "bench/results/build-overhead.md"), `${table}\n`);
+    writeResult("build-overhead", table);
   } finally {
-    hub.kill("SIGTERM");
-    await new Promise((r) => setTimeout(r, 1000));
-    hub.kill("SIGKILL");
+    await stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

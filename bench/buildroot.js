@@ -4,7 +4,7 @@
 // stored tarball of the base unpacked + `chroot apt-get install` (sbuild's tarball mode). Target:
 // a cached-base buildroot ready in under 10 s. Needs root, debootstrap and network to the mirror.
 // Writes bench/results/buildroot.md.
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import {
   chmodSync,
   cpSync,
@@ -15,31 +15,13 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { median, startKilnHub, time, writeResult } from "./lib/kiln-hub.js";
 
-const ROOT = path.resolve(import.meta.dirname, "..");
-const KILN = path.join(ROOT, "bin/kiln.js");
 const RUNS = Number(process.env.BENCH_BUILDROOT_RUNS ?? 3);
 const DEPS = ["zlib1g-dev", "libbz2-dev", "liblzma-dev"];
 const SUITE = "bookworm";
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const srv = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-function time(fn) {
-  const t0 = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
 
 /** The Debian mirror this machine's apt uses. */
 function systemMirror() {
@@ -108,29 +90,8 @@ async function main() {
   const mirror = systemMirror();
   const dir = mkdtempSync(path.join(os.tmpdir(), "kiln-bench-buildroot-"));
   chmodSync(dir, 0o755);
-  const data = path.join(dir, "data");
-  const port = await freePort();
-  const hub = spawn(process.execPath, [KILN, "serve", "--data", data, "--listen", `127.0.0.1:${port}`], {
-    stdio: "ignore",
-    env: { ...process.env, KILN_LOG_LEVEL: "error" },
-  });
-  const env = { ...process.env, KILN_HUB: `http://127.0.0.1:${port}`, KILN_DATA: data };
-  const kiln = (...args) =>
-    execFileSync(process.execPath, [KILN, ...args], {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-      encoding: "utf8",
-    });
+  const { kiln, stop } = await startKilnHub(dir);
   try {
-    for (let i = 0; i < 100; i++) {
-      try {
-        kiln("version");
-        readFileSync(path.join(data, "admin-token"));
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
     const arch = execFileSync("dpkg", ["--print-architecture"], { encoding: "utf8" }).trim();
     process.stderr.write(`[bench] buildroot: kiln buildroot create (debootstrap ${SUITE} from ${mirror})\n`);
     const create = time(() => kiln("buildroot", "create", "bench", "--suite", SUITE, "--mirror", mirror));
@@ -223,13 +184,9 @@ async function main() {
       "",
       `For scale: making the base once (\`kiln buildroot create\`: debootstrap, pack, store) took ${create.toFixed(1)} s; a whole \`kiln build\` in a buildroot took ${median(builds).toFixed(2)} s (median). sbuild is not measured: it is not installed here; its unshare/tarball backends do what the middle row does.`,
     ].join("\n");
-    console.log(table);
-    mkdirSync(path.join(ROOT, "bench/results"), { recursive: true });
-    writeFileSync(path.join(ROOT, "bench/results/buildroot.md"), `${table}\n`);
+    writeResult("buildroot", table);
   } finally {
-    hub.kill("SIGTERM");
-    await new Promise((r) => setTimeout(r, 1000));
-    hub.kill("SIGKILL");
+    await stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
