@@ -1,4 +1,4 @@
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import {
   chmodSync,
   cpSync,
@@ -18,12 +18,13 @@ import { KilnError } from "../../src/errors/catalogue.js";
 import { createPgDatabase, DIALECTS, postgresAvailable } from "../helpers/db.js";
 import {
   freePort,
-  KILN_BIN,
+  runKiln,
   startHubProcess,
   startWorkerProcess,
   stop,
   waitFor,
   type HubProc,
+  type KilnRun,
   type Proc,
 } from "../helpers/procs.js";
 
@@ -35,23 +36,9 @@ if (!hasBwrap && process.env.CI === "true")
   throw new Error("bwrap is required in CI (apt-get install bubblewrap)");
 const ARCH = execFileSync("dpkg", ["--print-architecture"], { encoding: "utf8" }).trim();
 
-/**
- * Runs the real CLI; resolves with its exit code and output. Asynchronously: a blocked test
- * process would stop draining the hub's output pipes and stall the hub.
- */
-function kiln(hub: HubProc, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [KILN_BIN, "--hub", hub.url, "--token", hub.token, ...args]);
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 240_000);
-    child.on("close", (status) => {
-      clearTimeout(timer);
-      resolve({ code: status ?? -1, stdout, stderr });
-    });
-  });
+/** The real CLI, run asynchronously (see runKiln). */
+function kiln(hub: HubProc, args: string[]): Promise<KilnRun> {
+  return runKiln(hub.url, hub.token, args);
 }
 
 /** Processes (of any sandbox) whose environment carries the marker slow-c's build sets. */

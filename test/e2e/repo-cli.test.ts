@@ -2,7 +2,6 @@
  * `kiln repo|snapshot|publish` as users run them: the real CLI (bin/kiln.js, so `npm run build`
  * first) against a hub in this process, on each dialect.
  */
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
@@ -14,7 +13,7 @@ import { AptClient } from "../helpers/apt.js";
 import { DIALECTS, postgresAvailable } from "../helpers/db.js";
 import { buildDeb } from "../helpers/debs.js";
 import { startTestHub, type TestHub } from "../helpers/hub.js";
-import { KILN_BIN } from "../helpers/procs.js";
+import { runKiln, type KilnRun } from "../helpers/procs.js";
 
 const pgOk = await postgresAvailable();
 const dialects = DIALECTS.filter((d) => d === "sqlite" || pgOk);
@@ -22,28 +21,9 @@ const dialects = DIALECTS.filter((d) => d === "sqlite" || pgOk);
 const FIXTURES = path.resolve(import.meta.dirname, "../fixtures/packages");
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI without blocking this process: the hub lives here and must go on answering. */
-function kiln(t: TestHub, args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [KILN_BIN, ...args], {
-      env: { ...process.env, KILN_HUB: t.url, KILN_TOKEN: t.adminToken },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("close", (status) => {
-      clearTimeout(timer);
-      resolve({ code: status ?? -1, stdout, stderr });
-    });
-  });
+/** The real CLI, run asynchronously: the hub lives in this process and must go on answering. */
+function kiln(t: TestHub, args: string[]): Promise<KilnRun> {
+  return runKiln(t.url, t.adminToken, args, 60_000);
 }
 
 async function ok(t: TestHub, args: string[]): Promise<string> {
