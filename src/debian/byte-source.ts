@@ -1,6 +1,7 @@
 /**
  * Random access to the bytes of a file or a buffer, so an archive can be read by its index
  * without loading it whole: a .deb's control member is read while its data member is skipped.
+ * A small file is read whole at once: one read costs less than the several its index takes.
  */
 import { open } from "node:fs/promises";
 
@@ -14,6 +15,8 @@ export interface ByteSource {
 }
 
 const CHUNK = 64 * 1024;
+/** Files up to this size are read whole when opened. */
+export const WHOLE_FILE_MAX = 256 * 1024;
 
 export function bufferSource(buffer: Buffer): ByteSource {
   return {
@@ -35,6 +38,17 @@ export async function openFileSource(path: string): Promise<ByteSource> {
   const fh = await open(path, "r");
   try {
     const { size } = await fh.stat();
+    if (size <= WHOLE_FILE_MAX) {
+      const whole = Buffer.allocUnsafe(size);
+      let done = 0;
+      while (done < size) {
+        const { bytesRead } = await fh.read(whole, done, size - done, done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      await fh.close();
+      return bufferSource(whole.subarray(0, done));
+    }
     const read = async (offset: number, length: number): Promise<Buffer> => {
       const buf = Buffer.alloc(Math.max(0, Math.min(length, size - offset)));
       let done = 0;

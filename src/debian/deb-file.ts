@@ -9,7 +9,7 @@ import { listArMembers, readArMember, streamArMember, type ArMember } from "./ar
 import { bufferSource, openFileSource, type ByteSource } from "./byte-source.js";
 import { getField, parseParagraph, requireField, type Paragraph } from "./deb822.js";
 import { debianError, debianErrorCode, quote } from "./debian-error.js";
-import { compressionFromExtension, decompress, type Compression } from "./decompress.js";
+import { compressionFromExtension, decompress, gunzipSmall, type Compression } from "./decompress.js";
 import { readTar, type TarEntry } from "./tar.js";
 import { assertValidArchitecture, assertValidPackageName, parseVersion } from "./version.js";
 
@@ -148,11 +148,16 @@ async function readFrom(
   const controlName = `${name}: ${control.member.name}`;
   let controlFile: Buffer | undefined;
   const controlMembers: string[] = [];
+  const inflate = { maxBytes: limits.maxControlTarSize, name: controlName };
+  // The usual control member is a few hundred bytes of gzip: inflated at once when it is.
+  const small =
+    control.compression === "gzip" && control.member.size <= 64 * 1024
+      ? gunzipSmall(await readArMember(source, control.member, control.member.size, name), "gzip", inflate)
+      : undefined;
   const controlTar = readTar(
-    decompress(streamArMember(source, control.member), control.compression, {
-      maxBytes: limits.maxControlTarSize,
-      name: controlName,
-    }),
+    small !== undefined
+      ? [small]
+      : decompress(streamArMember(source, control.member), control.compression, inflate),
     {
       name: controlName,
       limits: {

@@ -113,6 +113,40 @@ async function* gunzip(
   }
 }
 
+/** Compressed gzip input up to this size is inflated at once, in this thread. */
+const SMALL_GZIP_MAX = 64 * 1024;
+
+/**
+ * The whole decompressed content of a small gzip buffer, inflated synchronously (a control
+ * member of a few hundred bytes: microseconds, against a stream's setup); undefined when the
+ * input is not small gzip, which then goes through decompress(). Same limit, same errors.
+ */
+export function gunzipSmall(
+  input: Buffer,
+  compression: Compression,
+  options: DecompressOptions,
+): Buffer | undefined {
+  if (compression !== "gzip" || input.length > SMALL_GZIP_MAX) return undefined;
+  const name = options.name ?? "stream";
+  const tooLarge = () =>
+    debianError(
+      "ARCHIVE_TOO_LARGE",
+      `${name} decompresses to more than ${options.maxBytes} bytes; refused (decompression limit)`,
+      { limit: options.maxBytes },
+    );
+  let out: Buffer;
+  try {
+    // One byte past the limit is enough to know it is over.
+    out = zlib.gunzipSync(input, { maxOutputLength: options.maxBytes + 1 });
+  } catch (err) {
+    if ((err as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") throw tooLarge();
+    if (isZlibError(err)) throw debianError("ARCHIVE_INVALID", `${name}: corrupt gzip data (${err.message})`);
+    throw err;
+  }
+  if (out.length > options.maxBytes) throw tooLarge();
+  return out;
+}
+
 function isZlibError(err: unknown): err is Error {
   const code = (err as { code?: unknown } | null)?.code;
   return err instanceof Error && typeof code === "string" && code.startsWith("Z_");

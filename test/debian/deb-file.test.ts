@@ -269,6 +269,21 @@ describe("readDebControl on hand-made packages", () => {
     expect(err.message).toContain("control.tar.gz");
   });
 
+  it("refuses a small control archive that decompresses past its limit", async () => {
+    // Under 64 KiB of gzip, inflated at once rather than streamed: the same limit holds.
+    const head = makeTar([{ path: "./control", content: GOOD_CONTROL }], false);
+    const small = zlib.gzipSync(
+      Buffer.concat([head, tarHeader({ path: "./postinst", size: 8 * MB }), Buffer.alloc(8 * MB)]),
+    );
+    expect(small.length).toBeLessThan(64 * 1024);
+    const deb = makeDeb({ controlMember: { name: "control.tar.gz", data: small } });
+    const err = await expectDebianError(
+      readDebControl(deb, { limits: { maxControlTarSize: 4 * MB } }),
+      "ARCHIVE_TOO_LARGE",
+    );
+    expect(err.message).toContain("control.tar.gz");
+  });
+
   it("refuses a data archive that decompresses past its limit", async () => {
     // Five honest 12 MiB entries: the running total stops it at the fifth header, ~48 MiB in,
     // without inflating the rest.
