@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, openSync, type ReadStream } from "node:fs";
-import { lstat, mkdir, readdir, rename, unlink, utimes } from "node:fs/promises";
+import { link, lstat, mkdir, open, readdir, rename, unlink, utimes } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { KilnError } from "../errors/catalogue.js";
@@ -53,6 +53,35 @@ export interface GcResult {
   bytesFreed: number;
   /** Stale temp files removed. */
   tempRemoved: number;
+}
+
+/** Hashes a freshly linked file, then makes it read-only, young and durable (see adoptFile). */
+async function sealLinked(file: string, maxBytes: number): Promise<{ sha256: string; size: number }> {
+  const fh = await open(file, "r");
+  try {
+    const hash = createHash("sha256");
+    // Sized to the file (one read and the one that finds its end), at most 1 MiB at a time.
+    const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, (await fh.stat()).size + 1));
+    let size = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+      if (bytesRead === 0) break;
+      size += bytesRead;
+      if (size > maxBytes) {
+        throw new KilnError("PAYLOAD_TOO_LARGE", `The content is over the limit of ${maxBytes} bytes`, {
+          maxBytes,
+        });
+      }
+      hash.update(buf.subarray(0, bytesRead));
+    }
+    const now = new Date();
+    await fh.chmod(0o444);
+    await fh.utimes(now, now);
+    await fh.sync();
+    return { sha256: hash.digest("hex"), size };
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Throws INVALID_NAME unless `sha256` is 64 lowercase hex digits, so a hash can never be a path. */
@@ -117,6 +146,50 @@ export class BlobStore {
 
   putFile(file: string, opts: PutOptions = {}): Promise<PutResult> {
     return this.put(createReadStream(file), opts);
+  }
+
+  /**
+   * Stores a file that already sits on the store's file system by hard-linking it rather than
+   * copying it: for uploads, which are never written again once complete. The link is made
+   * first, under a temp name only this call knows, and that inode is hashed, so a file replaced
+   * under `file` meanwhile cannot slip in under the wrong hash. The inode is made read-only,
+   * its mtime set to now (the collector's age check counts from storing) and fsynced before its
+   * name is. Across file systems, or where links are not allowed, it is copied as putFile does.
+   */
+  async adoptFile(file: string, opts: PutOptions = {}): Promise<PutResult> {
+    const expected = opts.expectSha256?.toLowerCase();
+    if (expected !== undefined && !HASH_RE.test(expected)) {
+      throw new KilnError("VALIDATION_FAILED", "expectSha256 must be 64 hexadecimal digits", {
+        expected: opts.expectSha256,
+      });
+    }
+    await mkdir(this.tmpDir, { recursive: true });
+    const temp = path.join(this.tmpDir, `${randomBytes(12).toString("hex")}.link`);
+    this.inflight.add(temp);
+    try {
+      try {
+        await link(file, temp);
+      } catch (err) {
+        if (isErrno(err, "EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP"))
+          return await this.putFile(file, opts);
+        throw err;
+      }
+      try {
+        const { sha256, size } = await sealLinked(temp, opts.maxBytes ?? Infinity);
+        if (expected !== undefined && sha256 !== expected) {
+          throw new KilnError("VALIDATION_FAILED", "The content does not match the expected sha256", {
+            expected,
+            actual: sha256,
+          });
+        }
+        const existed = await this.withLock(sha256, () => this.install(temp, sha256, size));
+        return { sha256, size, existed };
+      } finally {
+        await unlink(temp).catch(() => undefined);
+      }
+    } finally {
+      this.inflight.delete(temp);
+    }
   }
 
   putBuffer(buf: Uint8Array | string, opts: PutOptions = {}): Promise<PutResult> {

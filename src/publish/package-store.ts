@@ -3,11 +3,13 @@ import path from "node:path";
 import type { Kysely, Selectable } from "kysely";
 import type { BlobStore } from "../artifacts/blob-store.js";
 import type { Database, PackagesTable } from "../db/schema.js";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
+import { WHOLE_FILE_MAX } from "../debian/byte-source.js";
 import { readDebControl } from "../debian/deb-file.js";
 import { parseDsc } from "../debian/dsc-file.js";
 import { getField, parseParagraph } from "../debian/deb822.js";
 import { hashFile } from "../debian/hash-file.js";
+import { hashBytesNoSha512 } from "../debian/index-writers.js";
 import type { QueryTarget } from "../debian/package-query.js";
 import { KilnError } from "../errors/catalogue.js";
 
@@ -74,8 +76,10 @@ export async function readBinaryPackage(
   name: string,
   kind: "deb" | "udeb",
 ): Promise<PackageInput> {
-  const deb = await readDebControl(file, { name });
-  const files: PackageFile[] = [{ name, ...(await hashFile(file)) }];
+  // A small package is read once, for its control data and its checksums both.
+  const whole = (await stat(file)).size <= WHOLE_FILE_MAX ? await readFile(file) : undefined;
+  const deb = await readDebControl(whole ?? file, { name });
+  const files: PackageFile[] = [{ name, ...(whole ? hashBytesNoSha512(whole) : await hashFile(file)) }];
   return {
     key: packageKey(deb.architecture, deb.package, deb.version, files),
     name: deb.package,
@@ -141,25 +145,28 @@ export async function readSourcePackage(
 
 const withNewline = (text: string) => (text.endsWith("\n") ? text : `${text}\n`);
 
-/** Reads a .deb or .udeb and stores it in the blob store. */
+/**
+ * Reads a .deb or .udeb and stores it in the blob store, by hard link where it can: the files
+ * come from upload areas, which never write a complete file again.
+ */
 export async function importBinaryFile(blobs: BlobStore, file: string): Promise<PackageInput> {
   const base = path.basename(file);
   const input = await readBinaryPackage(file, base, base.endsWith(".udeb") ? "udeb" : "deb");
-  await blobs.putFile(file, { expectSha256: mainFile(input).sha256 });
+  await blobs.adoptFile(file, { expectSha256: mainFile(input).sha256 });
   return input;
 }
 
-/** Reads a .dsc with the files it lists from the same directory and stores them all. */
+/** Reads a .dsc with the files it lists from the same directory and stores them all (as above). */
 export async function importSourceFile(blobs: BlobStore, file: string): Promise<PackageInput> {
   const dir = path.dirname(file);
   const input = await readSourcePackage(file, path.basename(file), (name) => path.join(dir, name));
   for (const [i, f] of input.files.entries()) {
-    await blobs.putFile(i === 0 ? file : path.join(dir, f.name), { expectSha256: f.sha256 });
+    await blobs.adoptFile(i === 0 ? file : path.join(dir, f.name), { expectSha256: f.sha256 });
   }
   return input;
 }
 
-/** Reads a package file of any kind (.deb, .udeb, .dsc with its files). */
+/** Reads a package file of any kind (.deb, .udeb, .dsc with its files) and stores it. */
 export function importPackageFile(blobs: BlobStore, file: string): Promise<PackageInput> {
   return file.endsWith(".dsc") ? importSourceFile(blobs, file) : importBinaryFile(blobs, file);
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { chmod, mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -163,6 +163,70 @@ describe("BlobStore", () => {
       const again = await store.putBuffer(data);
       expect(again.existed).toBe(false);
       expect(await store.verify(sha256)).toBe(true);
+    });
+  });
+
+  describe("adoptFile", () => {
+    it("stores a file by hard link: same inode, read-only, young, nothing left in tmp", async () => {
+      const src = path.join(tmp.dir, "upload.deb");
+      const data = randomBytes(300 * 1024 + 5);
+      await writeFile(src, data);
+      const old = new Date(Date.now() - 3 * HOUR);
+      await utimes(src, old, old);
+
+      const r = await store.adoptFile(src, { expectSha256: sha(data) });
+
+      expect(r).toEqual({ sha256: sha(data), size: data.length, existed: false });
+      const [a, b] = await Promise.all([stat(src), stat(store.path(r.sha256))]);
+      expect(b.ino).toBe(a.ino);
+      expect(b.nlink).toBe(2);
+      expect(b.mode & 0o777).toBe(0o444);
+      // The collector's age counts from now, not from the upload.
+      expect(Date.now() - b.mtimeMs).toBeLessThan(HOUR);
+      expect(sha256sum(store.path(r.sha256))).toBe(r.sha256);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+      // The upload going away leaves the blob.
+      await rm(src);
+      expect(await readFile(store.path(r.sha256))).toEqual(data);
+    });
+
+    it("says content it has already is there, and keeps the stored copy", async () => {
+      const data = Buffer.from("the same bytes twice");
+      const first = await store.putBuffer(data);
+      const src = path.join(tmp.dir, "again.deb");
+      await writeFile(src, data);
+      const r = await store.adoptFile(src);
+      expect(r).toEqual({ ...first, existed: true });
+      expect((await stat(store.path(r.sha256))).ino).not.toBe((await stat(src)).ino);
+    });
+
+    it("refuses a file that is not what the caller read, storing nothing", async () => {
+      const src = path.join(tmp.dir, "swapped.deb");
+      await writeFile(src, "replaced after it was read");
+      const claimed = sha("what was read");
+      const err = await expectKilnError(store.adoptFile(src, { expectSha256: claimed }), "VALIDATION_FAILED");
+      expect(err.details).toEqual({ expected: claimed, actual: sha("replaced after it was read") });
+      expect(await filesUnder(root)).toEqual([]);
+      expect((await stat(src)).nlink).toBe(1);
+      await expectKilnError(store.adoptFile(src, { maxBytes: 5 }), "PAYLOAD_TOO_LARGE");
+      expect(await filesUnder(root)).toEqual([]);
+    });
+
+    it("says a missing file is missing, and copies where a link cannot be made", async () => {
+      await expect(store.adoptFile(path.join(tmp.dir, "nope.deb"))).rejects.toMatchObject({ code: "ENOENT" });
+      // /dev/shm is another file system (tmpfs): link() answers EXDEV and the file is copied.
+      const shm = await mkdtemp("/dev/shm/kiln-blob-").catch(() => undefined);
+      if (!shm) return;
+      try {
+        const src = path.join(shm, "elsewhere.deb");
+        await writeFile(src, "on another file system");
+        const r = await store.adoptFile(src);
+        expect(r.sha256).toBe(sha("on another file system"));
+        expect((await stat(store.path(r.sha256))).ino).not.toBe((await stat(src)).ino);
+        expect((await stat(src)).nlink).toBe(1);
+      } finally {
+        await rm(shm, { recursive: true, force: true });
+      }
     });
   });
 
