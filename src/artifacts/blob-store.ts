@@ -7,7 +7,7 @@
  * told by its caller.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, openSync, type ReadStream } from "node:fs";
+import { constants, createReadStream, openSync, type ReadStream } from "node:fs";
 import { link, lstat, mkdir, open, readdir, rename, unlink, utimes } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -56,8 +56,17 @@ export interface GcResult {
 }
 
 /** Hashes a freshly linked file, then makes it read-only, young and durable (see adoptFile). */
-async function sealLinked(file: string, maxBytes: number): Promise<{ sha256: string; size: number }> {
-  const fh = await open(file, "r");
+async function sealLinked(
+  file: string,
+  maxBytes: number,
+): Promise<{ sha256: string; size: number } | undefined> {
+  let fh;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if (isErrno(err, "ELOOP")) return undefined;
+    throw err;
+  }
   try {
     const hash = createHash("sha256");
     // Sized to the file (one read and the one that finds its end), at most 1 MiB at a time.
@@ -75,8 +84,13 @@ async function sealLinked(file: string, maxBytes: number): Promise<{ sha256: str
       hash.update(buf.subarray(0, bytesRead));
     }
     const now = new Date();
-    await fh.chmod(0o444);
-    await fh.utimes(now, now);
+    try {
+      await fh.chmod(0o444);
+      await fh.utimes(now, now);
+    } catch (err) {
+      if (isErrno(err, "EPERM", "EACCES")) return undefined;
+      throw err;
+    }
     await fh.sync();
     return { sha256: hash.digest("hex"), size };
   } finally {
@@ -175,7 +189,10 @@ export class BlobStore {
         throw err;
       }
       try {
-        const { sha256, size } = await sealLinked(temp, opts.maxBytes ?? Infinity);
+        const sealed = await sealLinked(temp, opts.maxBytes ?? Infinity);
+        // A symlink, or a file this process may not make its own: copied, as putFile does.
+        if (sealed === undefined) return await this.putFile(file, opts);
+        const { sha256, size } = sealed;
         if (expected !== undefined && sha256 !== expected) {
           throw new KilnError("VALIDATION_FAILED", "The content does not match the expected sha256", {
             expected,

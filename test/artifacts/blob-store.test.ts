@@ -1,5 +1,16 @@
 import { createHash, randomBytes } from "node:crypto";
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -214,6 +225,16 @@ describe("BlobStore", () => {
 
     it("says a missing file is missing, and copies where a link cannot be made", async () => {
       await expect(store.adoptFile(path.join(tmp.dir, "nope.deb"))).rejects.toMatchObject({ code: "ENOENT" });
+      // A symlink is not linked (the blob would be the link): its content is copied.
+      const target = path.join(tmp.dir, "target.bin");
+      await writeFile(target, "pointed at");
+      await symlink(target, path.join(tmp.dir, "link.deb"));
+      const viaLink = await store.adoptFile(path.join(tmp.dir, "link.deb"));
+      expect(viaLink.sha256).toBe(sha("pointed at"));
+      const blob = await lstat(store.path(viaLink.sha256));
+      expect(blob.isFile()).toBe(true);
+      expect(blob.ino).not.toBe((await stat(target)).ino);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
       // /dev/shm is another file system (tmpfs): link() answers EXDEV and the file is copied.
       const shm = await mkdtemp("/dev/shm/kiln-blob-").catch(() => undefined);
       if (!shm) return;
