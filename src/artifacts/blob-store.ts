@@ -128,34 +128,10 @@ export class BlobStore {
     return path.join(this.blobDir, sha256.slice(0, 2), sha256.slice(2, 4), sha256);
   }
 
-  async put(source: ByteSource, opts: PutOptions = {}): Promise<PutResult> {
-    const expected = opts.expectSha256?.toLowerCase();
-    // Checked before reading a byte, so a malformed claim costs nothing.
-    if (expected !== undefined && !HASH_RE.test(expected)) {
-      throw new KilnError("VALIDATION_FAILED", "expectSha256 must be 64 hexadecimal digits", {
-        expected: opts.expectSha256,
-      });
-    }
-    await mkdir(this.tmpDir, { recursive: true });
-    const temp = path.join(this.tmpDir, `${randomBytes(12).toString("hex")}.part`);
-    this.inflight.add(temp);
-    try {
-      const { sha256, size } = await writeHashed(source, temp, { maxBytes: opts.maxBytes, mode: 0o444 });
-      try {
-        if (expected !== undefined && sha256 !== expected) {
-          throw new KilnError("VALIDATION_FAILED", "The content does not match the expected sha256", {
-            expected,
-            actual: sha256,
-          });
-        }
-        const existed = await this.withLock(sha256, () => this.install(temp, sha256, size));
-        return { sha256, size, existed };
-      } finally {
-        await unlink(temp).catch(() => undefined); // gone already when it was renamed into place
-      }
-    } finally {
-      this.inflight.delete(temp);
-    }
+  put(source: ByteSource, opts: PutOptions = {}): Promise<PutResult> {
+    return this.viaTemp(".part", opts, (temp) =>
+      writeHashed(source, temp, { maxBytes: opts.maxBytes, mode: 0o444 }),
+    );
   }
 
   putFile(file: string, opts: PutOptions = {}): Promise<PutResult> {
@@ -168,43 +144,65 @@ export class BlobStore {
    * first, under a temp name only this call knows, and that inode is hashed, so a file replaced
    * under `file` meanwhile cannot slip in under the wrong hash. The inode is made read-only,
    * its mtime set to now (the collector's age check counts from storing) and fsynced before its
-   * name is. Across file systems, or where links are not allowed, it is copied as putFile does.
+   * name is. Across file systems, where links are not allowed, for a symlink or a file this
+   * process may not make its own, it is copied as putFile does.
    */
-  async adoptFile(file: string, opts: PutOptions = {}): Promise<PutResult> {
+  adoptFile(file: string, opts: PutOptions = {}): Promise<PutResult> {
+    return this.viaTemp(
+      ".link",
+      opts,
+      async (temp) => {
+        try {
+          await link(file, temp);
+        } catch (err) {
+          if (isErrno(err, "EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP")) return undefined;
+          throw err;
+        }
+        return sealLinked(temp, opts.maxBytes ?? Infinity);
+      },
+      () => this.putFile(file, opts),
+    );
+  }
+
+  /**
+   * What every write shares: a temp name only this call uses (which cleanTemp leaves alone),
+   * filled by `fill` with the hashed content — or undefined, and `instead` does the work — checked
+   * against the caller's claim, and installed under the blob's lock. The temp name never outlives
+   * the call.
+   */
+  private async viaTemp(
+    suffix: string,
+    opts: PutOptions,
+    fill: (temp: string) => Promise<{ sha256: string; size: number } | undefined>,
+    instead?: () => Promise<PutResult>,
+  ): Promise<PutResult> {
     const expected = opts.expectSha256?.toLowerCase();
+    // Checked before reading a byte, so a malformed claim costs nothing.
     if (expected !== undefined && !HASH_RE.test(expected)) {
       throw new KilnError("VALIDATION_FAILED", "expectSha256 must be 64 hexadecimal digits", {
         expected: opts.expectSha256,
       });
     }
     await mkdir(this.tmpDir, { recursive: true });
-    const temp = path.join(this.tmpDir, `${randomBytes(12).toString("hex")}.link`);
+    const temp = path.join(this.tmpDir, `${randomBytes(12).toString("hex")}${suffix}`);
     this.inflight.add(temp);
     try {
-      try {
-        await link(file, temp);
-      } catch (err) {
-        if (isErrno(err, "EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP"))
-          return await this.putFile(file, opts);
-        throw err;
+      const filled = await fill(temp);
+      if (filled === undefined) {
+        if (!instead) throw new KilnError("INTERNAL", "A blob write produced nothing");
+        return await instead();
       }
-      try {
-        const sealed = await sealLinked(temp, opts.maxBytes ?? Infinity);
-        // A symlink, or a file this process may not make its own: copied, as putFile does.
-        if (sealed === undefined) return await this.putFile(file, opts);
-        const { sha256, size } = sealed;
-        if (expected !== undefined && sha256 !== expected) {
-          throw new KilnError("VALIDATION_FAILED", "The content does not match the expected sha256", {
-            expected,
-            actual: sha256,
-          });
-        }
-        const existed = await this.withLock(sha256, () => this.install(temp, sha256, size));
-        return { sha256, size, existed };
-      } finally {
-        await unlink(temp).catch(() => undefined);
+      const { sha256, size } = filled;
+      if (expected !== undefined && sha256 !== expected) {
+        throw new KilnError("VALIDATION_FAILED", "The content does not match the expected sha256", {
+          expected,
+          actual: sha256,
+        });
       }
+      const existed = await this.withLock(sha256, () => this.install(temp, sha256, size));
+      return { sha256, size, existed };
     } finally {
+      await unlink(temp).catch(() => undefined); // gone already when it was renamed into place
       this.inflight.delete(temp);
     }
   }
