@@ -9,7 +9,13 @@ import { listArMembers, readArMember, streamArMember, type ArMember } from "./ar
 import { bufferSource, openFileSource, type ByteSource } from "./byte-source.js";
 import { getField, parseParagraph, requireField, type Paragraph } from "./deb822.js";
 import { debianError, debianErrorCode, quote } from "./debian-error.js";
-import { compressionFromExtension, decompress, gunzipSmall, type Compression } from "./decompress.js";
+import {
+  compressionFromExtension,
+  decompress,
+  decompressSmall,
+  SMALL_INPUT_MAX,
+  type Compression,
+} from "./decompress.js";
 import { readTar, type TarEntry } from "./tar.js";
 import { assertValidArchitecture, assertValidPackageName, parseVersion } from "./version.js";
 
@@ -149,10 +155,14 @@ async function readFrom(
   let controlFile: Buffer | undefined;
   const controlMembers: string[] = [];
   const inflate = { maxBytes: limits.maxControlTarSize, name: controlName };
-  // The usual control member is a few hundred bytes of gzip: inflated at once when it is.
+  // The usual control member is a few kilobytes of xz or gzip: decompressed at once when it is.
   const small =
-    control.compression === "gzip" && control.member.size <= 64 * 1024
-      ? gunzipSmall(await readArMember(source, control.member, control.member.size, name), "gzip", inflate)
+    control.member.size <= SMALL_INPUT_MAX && control.compression !== "none"
+      ? decompressSmall(
+          await readArMember(source, control.member, control.member.size, name),
+          control.compression,
+          inflate,
+        )
       : undefined;
   const controlTar = readTar(
     small !== undefined

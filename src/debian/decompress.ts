@@ -11,6 +11,7 @@ import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { KilnError } from "../errors/catalogue.js";
 import { debianError } from "./debian-error.js";
+import { xzDecompress } from "./xz.js";
 
 /** Chunks of bytes: a stream, an async generator, or simply an array of buffers. */
 export type ByteChunks = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
@@ -113,21 +114,25 @@ async function* gunzip(
   }
 }
 
-/** Compressed gzip input up to this size is inflated at once, in this thread. */
-const SMALL_GZIP_MAX = 64 * 1024;
+/** Compressed input up to this size may be decompressed at once, in this thread. */
+export const SMALL_INPUT_MAX = 64 * 1024;
 
 /**
- * The whole decompressed content of a small gzip buffer, inflated synchronously (a control
- * member of a few hundred bytes: microseconds, against a stream's setup); undefined when the
- * input is not small gzip, which then goes through decompress(). Same limit, same errors.
+ * The whole decompressed content of a small buffer, decompressed in this thread: a control
+ * member of a few kilobytes takes microseconds, against a stream's setup or a process's start.
+ * gzip through zlib, xz through the decoder in xz.ts; undefined for other compressions, larger
+ * input, or an xz feature that decoder leaves to the tool — decompress() then does it. The same
+ * limit and the same errors as decompress().
  */
-export function gunzipSmall(
+export function decompressSmall(
   input: Buffer,
   compression: Compression,
   options: DecompressOptions,
 ): Buffer | undefined {
-  if (compression !== "gzip" || input.length > SMALL_GZIP_MAX) return undefined;
+  if (input.length > SMALL_INPUT_MAX) return undefined;
   const name = options.name ?? "stream";
+  if (compression === "xz") return xzDecompress(input, options.maxBytes, name);
+  if (compression !== "gzip") return undefined;
   const tooLarge = () =>
     debianError(
       "ARCHIVE_TOO_LARGE",

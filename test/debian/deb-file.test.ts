@@ -420,7 +420,7 @@ describe("readDebControl on hand-made packages", () => {
     if (haveTool("xz")) {
       const xz = makeDeb({ controlMember: { name: "control.tar.xz", data: "definitely not xz" } });
       const err = await expectDebianError(readDebControl(xz), "ARCHIVE_INVALID");
-      expect(err.message).toContain("xz cannot decompress it");
+      expect(err.message).toMatch(/control\.tar\.xz: corrupt xz data/);
     }
   });
 
