@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import path from "node:path";
 import type { Kysely, Selectable } from "kysely";
-import type { BlobStore } from "../artifacts/blob-store.js";
+import type { BlobStore, DeferredSync } from "../artifacts/blob-store.js";
 import type { Database, PackagesTable } from "../db/schema.js";
 import { readFile, stat } from "node:fs/promises";
 import { WHOLE_FILE_MAX } from "../debian/byte-source.js";
@@ -149,26 +149,41 @@ const withNewline = (text: string) => (text.endsWith("\n") ? text : `${text}\n`)
  * Reads a .deb or .udeb and stores it in the blob store, by hard link where it can: the files
  * come from upload areas, which never write a complete file again.
  */
-export async function importBinaryFile(blobs: BlobStore, file: string): Promise<PackageInput> {
+export async function importBinaryFile(
+  blobs: BlobStore,
+  file: string,
+  opts: { deferSync?: DeferredSync } = {},
+): Promise<PackageInput> {
   const base = path.basename(file);
   const input = await readBinaryPackage(file, base, base.endsWith(".udeb") ? "udeb" : "deb");
-  await blobs.adoptFile(file, { expectSha256: mainFile(input).sha256 });
+  await blobs.adoptFile(file, { expectSha256: mainFile(input).sha256, ...opts });
   return input;
 }
 
 /** Reads a .dsc with the files it lists from the same directory and stores them all (as above). */
-export async function importSourceFile(blobs: BlobStore, file: string): Promise<PackageInput> {
+export async function importSourceFile(
+  blobs: BlobStore,
+  file: string,
+  opts: { deferSync?: DeferredSync } = {},
+): Promise<PackageInput> {
   const dir = path.dirname(file);
   const input = await readSourcePackage(file, path.basename(file), (name) => path.join(dir, name));
   for (const [i, f] of input.files.entries()) {
-    await blobs.adoptFile(i === 0 ? file : path.join(dir, f.name), { expectSha256: f.sha256 });
+    await blobs.adoptFile(i === 0 ? file : path.join(dir, f.name), { expectSha256: f.sha256, ...opts });
   }
   return input;
 }
 
-/** Reads a package file of any kind (.deb, .udeb, .dsc with its files) and stores it. */
-export function importPackageFile(blobs: BlobStore, file: string): Promise<PackageInput> {
-  return file.endsWith(".dsc") ? importSourceFile(blobs, file) : importBinaryFile(blobs, file);
+/**
+ * Reads a package file of any kind (.deb, .udeb, .dsc with its files) and stores it; with
+ * `deferSync`, durable once that batch is flushed.
+ */
+export function importPackageFile(
+  blobs: BlobStore,
+  file: string,
+  opts: { deferSync?: DeferredSync } = {},
+): Promise<PackageInput> {
+  return file.endsWith(".dsc") ? importSourceFile(blobs, file, opts) : importBinaryFile(blobs, file, opts);
 }
 
 /**

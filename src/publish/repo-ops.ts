@@ -80,7 +80,9 @@ export async function addFilesToRepo(
   if (!st?.isDirectory()) throw new KilnError("UPLOAD_NOT_FOUND", `upload directory is missing`);
   const files = await packageFilesIn(input.dir, input.files);
   const reports: FileReport[] = [];
-  // A few files at a time: the blob store's fsyncs overlap. Kept in file order.
+  // A few files at a time, kept in file order; made durable all at once before the rows refer
+  // to them (one sync of the file system rather than fsyncs a file).
+  const deferSync = deps.blobs.deferredSync();
   const imported: ({ file: string; input: PackageInput } | undefined)[] = files.map(() => undefined);
   let next = 0;
   const importNext = async () => {
@@ -89,7 +91,7 @@ export async function addFilesToRepo(
       const file = files[i] as string;
       const rel = path.relative(input.dir, file);
       try {
-        imported[i] = { file: rel, input: await importPackageFile(deps.blobs, file) };
+        imported[i] = { file: rel, input: await importPackageFile(deps.blobs, file, { deferSync }) };
       } catch (err) {
         const code = err instanceof KilnError ? err.code : "INTERNAL";
         reports.push({
@@ -102,6 +104,7 @@ export async function addFilesToRepo(
     }
   };
   await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, files.length) }, importNext));
+  await deferSync.flush();
   const good = imported.filter((g) => g !== undefined);
   const outcomes = await withWriteTx(deps.db, async (trx) => {
     const now = deps.clock.now();

@@ -251,6 +251,44 @@ describe("BlobStore", () => {
     });
   });
 
+  describe("deferred sync", () => {
+    it("adopts a batch without fsyncs of its own and makes it durable in one flush", async () => {
+      const batch = store.deferredSync();
+      const datas = Array.from({ length: 20 }, (_, i) => Buffer.from(`package ${i}\n`.repeat(i + 1)));
+      const results = await Promise.all(
+        datas.map(async (d, i) => {
+          const src = path.join(tmp.dir, `p${i}.deb`);
+          await writeFile(src, d);
+          return store.adoptFile(src, { expectSha256: sha(d), deferSync: batch });
+        }),
+      );
+      // Complete and in place before the flush (only durability waits for it).
+      for (const [i, r] of results.entries()) expect(await readFile(store.path(r.sha256))).toEqual(datas[i]);
+      await batch.flush();
+      await batch.flush(); // nothing left: a no-op
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+    });
+
+    it("falls back to fsyncing each blob and its directories where sync(1) is missing", async () => {
+      const batch = store.deferredSync();
+      const src = path.join(tmp.dir, "one.deb");
+      await writeFile(src, "one");
+      const r = await store.adoptFile(src, { deferSync: batch });
+      // Already stored content is noted too: another batch may not have synced it yet.
+      const again = path.join(tmp.dir, "again.deb");
+      await writeFile(again, "one");
+      expect((await store.adoptFile(again, { deferSync: batch })).existed).toBe(true);
+      const saved = process.env.PATH;
+      process.env.PATH = path.join(tmp.dir, "no-such-bin");
+      try {
+        await batch.flush();
+      } finally {
+        process.env.PATH = saved;
+      }
+      expect(await readFile(store.path(r.sha256), "utf8")).toBe("one");
+    });
+  });
+
   describe("reading", () => {
     it("opens, ranges and stats a blob", async () => {
       const data = Buffer.from("0123456789");
