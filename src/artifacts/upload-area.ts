@@ -3,7 +3,7 @@
  * directory of its own, so a client that cleans up after itself removes only its own files.
  */
 import { randomBytes } from "node:crypto";
-import { lstat, mkdir, readdir, rename, rm, unlink } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import path from "node:path";
 import { KilnError } from "../errors/catalogue.js";
 import { fsyncDir, isErrno, isOlderThan, writeHashed, type ByteSource } from "./write-hashed.js";
@@ -162,14 +162,17 @@ export class UploadAreas {
     const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(12).toString("hex")}`);
     this.writing.set(id, (this.writing.get(id) ?? 0) + 1);
     try {
-      const { sha256, size } = await writeHashed(source, temp, { maxBytes: opts.maxBytes });
+      // No fsyncs: an upload is staging. Whatever keeps its content makes that durable itself —
+      // the blob store's put fsyncs its copy, a repo add syncs the file system before its rows
+      // commit — so the upload's own fsyncs would only be paid twice. A power cut can lose
+      // files of an area (a later add reports them missing or invalid); a process crash cannot.
+      const { sha256, size } = await writeHashed(source, temp, { maxBytes: opts.maxBytes, sync: false });
       try {
         await rename(temp, path.join(dir, name));
       } catch (err) {
         await unlink(temp).catch(() => undefined);
         throw err;
       }
-      await fsyncDir(dir);
       return { name, size, sha256 };
     } catch (err) {
       // The area removed under us, rather than say a missing source file, is a 404.
@@ -199,6 +202,23 @@ export class UploadAreas {
       if (st?.isFile()) files.push({ name: e.name, size: st.size });
     }
     return files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * Makes an area's files durable (writeFile does not): for a build whose tasks will read its
+   * source from the area later, so a power cut after the build was accepted cannot lose it.
+   */
+  async sync(id: string): Promise<void> {
+    const dir = this.areaDir(id);
+    for (const f of await this.list(id)) {
+      const fh = await open(path.join(dir, f.name), "r");
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+    await fsyncDir(dir);
   }
 
   /** Where a file of an area lives (whether or not it exists); both names validated. */

@@ -15,14 +15,19 @@ export interface HashedFile {
 }
 
 /**
- * Writes `source` to `tempPath` (which must not exist) while hashing it, then fsyncs and closes
- * the file. On any failure — the size limit, a source error, a full disk — the temp file is
+ * Writes `source` to `tempPath` (which must not exist) while hashing it, then fsyncs (unless told
+ * not to) and closes the file. On any failure — the size limit, a source error, a full disk — the temp file is
  * deleted before the error propagates, so a failed write leaves nothing behind.
  */
 export async function writeHashed(
   source: ByteSource,
   tempPath: string,
-  opts: { maxBytes?: number; mode?: number } = {},
+  opts: {
+    maxBytes?: number;
+    mode?: number;
+    /** fsync the file before closing it (default); false for staging files (see upload-area.ts). */
+    sync?: boolean;
+  } = {},
 ): Promise<HashedFile> {
   const maxBytes = opts.maxBytes ?? Infinity;
   if (!(maxBytes >= 0)) {
@@ -46,7 +51,7 @@ export async function writeHashed(
       hash.update(bytes);
       await writeAll(fh, bytes);
     }
-    await fh.sync();
+    if (opts.sync !== false) await fh.sync();
     closed = true;
     await fh.close();
   } catch (err) {

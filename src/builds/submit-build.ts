@@ -37,6 +37,8 @@ export async function identifyUpload(deps: HubDeps, input: UploadedInput): Promi
   const file = deps.uploads.filePath(input.upload, input.source.file);
   try {
     const ident = input.source.type === "dsc" ? await identifyDsc(file) : await identifyTarball(file);
+    // The build's tasks read the source from the area later: durable before the build is accepted.
+    await deps.uploads.sync(input.upload);
     return { source: ident.source, version: ident.version };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {

@@ -184,9 +184,22 @@ describe("UploadAreas", () => {
       expect(await readFile(areas.filePath(id, "f.deb"), "utf8")).toBe("old content");
     });
 
+    it("makes an area's files durable on request (a build's source), leaving them as they are", async () => {
+      const { id } = await areas.create();
+      await areas.writeFile(id, "hello_1.0.tar.xz", Readable.from(["source"]));
+      await areas.writeFile(id, "hello_1.0.dsc", Readable.from(["dsc"]));
+      await areas.sync(id);
+      expect(await areas.list(id)).toEqual([
+        { name: "hello_1.0.dsc", size: 3 },
+        { name: "hello_1.0.tar.xz", size: 6 },
+      ]);
+      expect(await readFile(areas.filePath(id, "hello_1.0.tar.xz"), "utf8")).toBe("source");
+    });
+
     it("reports a missing area as UPLOAD_NOT_FOUND and does not create it", async () => {
       await expectKilnError(areas.writeFile("nope", "f", Readable.from(["x"])), "UPLOAD_NOT_FOUND");
       await expectKilnError(areas.list("nope"), "UPLOAD_NOT_FOUND");
+      await expectKilnError(areas.sync("nope"), "UPLOAD_NOT_FOUND");
       expect(await areas.exists("nope")).toBe(false);
       expect(await filesUnder(tmp.dir)).toEqual([]);
     });
