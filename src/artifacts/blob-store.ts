@@ -31,11 +31,14 @@ export interface PutOptions {
   deferSync?: DeferredSync;
 }
 
+/** From this many blobs on, flush() syncs the whole file system rather than each blob. */
+const SYNCFS_MIN_FILES = 64;
+
 /**
- * Blobs stored without fsyncs of their own, made durable together by flush(): one sync of the
- * store's file system (sync --file-system) instead of two to four fsyncs a blob, for a repo add
- * of thousands of packages. Without sync(1), each noted blob, its directories and the store's
- * are fsynced one by one.
+ * Blobs stored without fsyncs of their own, made durable together by flush(): for many, one sync
+ * of the store's file system (sync --file-system) instead of two to four fsyncs a blob, for a
+ * repo add of thousands of packages. For a few, or without sync(1), each noted blob, its
+ * directories and the store's are fsynced one by one.
  */
 export class DeferredSync {
   private readonly files = new Set<string>();
@@ -50,7 +53,9 @@ export class DeferredSync {
     if (this.files.size === 0) return;
     const files = [...this.files];
     this.files.clear();
-    if (await syncFileSystem(this.root)) return;
+    // A sync of the file system also waits for everyone else's dirty data: worth it for many
+    // blobs, not for a few.
+    if (files.length >= SYNCFS_MIN_FILES && (await syncFileSystem(this.root))) return;
     const dirs = new Set<string>();
     for (const file of files) {
       const fh = await open(file, "r");

@@ -254,7 +254,8 @@ describe("BlobStore", () => {
   describe("deferred sync", () => {
     it("adopts a batch without fsyncs of its own and makes it durable in one flush", async () => {
       const batch = store.deferredSync();
-      const datas = Array.from({ length: 20 }, (_, i) => Buffer.from(`package ${i}\n`.repeat(i + 1)));
+      // Enough blobs for one sync of the file system (fewer are fsynced one by one).
+      const datas = Array.from({ length: 70 }, (_, i) => Buffer.from(`package ${i}\n`.repeat(i + 1)));
       const results = await Promise.all(
         datas.map(async (d, i) => {
           const src = path.join(tmp.dir, `p${i}.deb`);
@@ -269,8 +270,19 @@ describe("BlobStore", () => {
       expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
     });
 
-    it("falls back to fsyncing each blob and its directories where sync(1) is missing", async () => {
+    it("fsyncs each blob and its directories for a few blobs, or where sync(1) is missing", async () => {
+      const few = store.deferredSync();
+      const lone = path.join(tmp.dir, "lone.deb");
+      await writeFile(lone, "lone");
+      await store.adoptFile(lone, { deferSync: few });
+      await few.flush();
+
       const batch = store.deferredSync();
+      for (let i = 0; i < 64; i++) {
+        const f = path.join(tmp.dir, `many${i}.deb`);
+        await writeFile(f, `many ${i}`);
+        await store.adoptFile(f, { deferSync: batch });
+      }
       const src = path.join(tmp.dir, "one.deb");
       await writeFile(src, "one");
       const r = await store.adoptFile(src, { deferSync: batch });
