@@ -1,10 +1,11 @@
 /**
  * The content-addressed blob store: `<root>/sha256/ab/cd/<hash>`, written through `<root>/tmp/`.
  *
- * A blob reaches its final path only by rename() of a complete, fsynced file, so readers never
- * see a partial blob, and two writers of the same content race harmlessly (the second rename
- * replaces an identical file). Nothing in here knows what references a blob: the collector is
- * told by its caller.
+ * A blob reaches its final path only by rename() of a complete file, so readers never see a
+ * partial blob, and two writers of the same content race harmlessly (the second rename replaces
+ * an identical file). The file is fsynced before its rename — or, in a DeferredSync batch, before
+ * the batch's flush() returns, which its caller awaits before anything refers to the blob.
+ * Nothing in here knows what references a blob: the collector is told by its caller.
  */
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
