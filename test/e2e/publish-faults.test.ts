@@ -1,7 +1,8 @@
 /**
  * `kill -9` of a hub process in the middle of a publish: what was live stays served intact, the
  * cut-off generation is recorded as failed, publishing works again after a restart, and rollback
- * gives back the old Release byte for byte.
+ * gives back the old Release byte for byte. And in the middle of a repo add: nothing of it is
+ * added, the uploads its blobs link to are whole, and the requeued add adds everything.
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -248,5 +249,69 @@ describe.each(dialects)("publishing under a hub killed with -9, on %s", (dialect
     expect(toFirst.result?.generation).toBe(1);
     expect((await http("dists/stable/Release"))?.equals(release1)).toBe(true);
     expect(await checkDistribution(http, release1.toString(), "stable")).toBeGreaterThan(10);
+  }, 600_000);
+
+  it("adds nothing of a repo add cut off by kill -9, then all of it when the task runs again", async () => {
+    let h = await start();
+    await h.admin.createRepo({ name: "cut" });
+    const debs: Record<string, Buffer> = {};
+    for (let i = 0; i < 600; i++) {
+      debs[`cut-${i}_1.0_amd64.deb`] = makeDeb({
+        control: [
+          {
+            path: "./control",
+            content: `Package: cut-${i}\nVersion: 1.0\nArchitecture: amd64\nMaintainer: Kiln Tests <tests@example.org>\nDescription: cut ${i}\n`,
+          },
+        ],
+      });
+    }
+    const uploadId = await upload(h.admin, debs);
+    const blobDir = path.join(dataDir, "blobs", "sha256");
+    const before = existsSync(blobDir) ? readdirSync(blobDir).length : 0;
+    const queued = await h.admin.addToRepo("cut", { upload: uploadId, removeUpload: "none" }, true);
+    const taskId = queued.task.id;
+    // Once the add is storing blobs (hard links of the uploads), the hub dies with no warning.
+    await waitFor(
+      "the add to be storing blobs",
+      () => {
+        if (existsSync(blobDir) && readdirSync(blobDir).length > before) {
+          h.child.kill("SIGKILL");
+          return true;
+        }
+        return false;
+      },
+      60_000,
+      1,
+    );
+    expect(await h.exited).toBe("SIGKILL");
+
+    h = await start();
+    // Nothing half-added: the repo holds none of them or, once the requeued task has run, all.
+    const done = await waitFor(
+      `task ${taskId} to end`,
+      async () => {
+        const task = await h.admin.getTask(taskId);
+        if (!["closed", "failed", "canceled"].includes(task.state)) {
+          const partial = (await h.admin.showRepo("cut")).packageCount;
+          if (partial !== 0 && partial !== 600) throw new Error(`the repo holds ${partial} of 600`);
+          return undefined;
+        }
+        return task;
+      },
+      120_000,
+      100,
+    );
+    expect(done.state, JSON.stringify(done.error)).toBe("closed");
+    expect(done.result).toMatchObject({ added: 600, failed: 0 });
+    expect((await h.admin.showRepo("cut")).packageCount).toBe(600);
+    // The uploads are whole (their blobs are links to them), and so is every stored blob.
+    for (const [name, data] of Object.entries(debs)) {
+      expect(sha256(readFileSync(path.join(dataDir, "upload", uploadId, name))), name).toBe(sha256(data));
+      const hash = sha256(data);
+      expect(sha256(readFileSync(path.join(blobDir, hash.slice(0, 2), hash.slice(2, 4), hash))), name).toBe(
+        hash,
+      );
+    }
+    expect(readdirSync(path.join(dataDir, "blobs", "tmp"))).toEqual([]);
   }, 600_000);
 });
