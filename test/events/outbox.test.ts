@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withWriteTx } from "../../src/db/database.js";
 import { insertHost, updateHost } from "../../src/db/hosts.js";
@@ -172,6 +173,32 @@ describe.skipIf(!pgOk)("event order on postgres", () => {
     early.release();
     await early.done;
     expect(await tagsRead(since)).toEqual(["early", "late"]);
+  });
+
+  it("takes one lock a transaction, however many events it writes, and again in the next", async () => {
+    const lockCount = async (trx: Parameters<Parameters<typeof withWriteTx>[1]>[0]) => {
+      const { rows } = await sql<{ n: string }>`
+        SELECT count(*) AS n FROM pg_locks
+         WHERE locktype = 'advisory' AND objsubid = 1 AND pid = pg_backend_pid()`.execute(trx);
+      return Number(rows[0]?.n);
+    };
+    const since = (await readEvents(t.db, { newest: true, limit: 1 })).at(-1)?.id ?? 0;
+    // Two transactions one after the other on one connection: the second must lock again.
+    await t.db.kysely.connection().execute(async (conn) => {
+      await conn.transaction().execute(async (trx) => {
+        expect(await lockCount(trx)).toBe(0);
+        for (let i = 0; i < 500; i++) await record(trx, `bulk-${i}`);
+        expect(await lockCount(trx)).toBe(1);
+      });
+      await conn.transaction().execute(async (trx) => {
+        expect(await lockCount(trx)).toBe(0);
+        await record(trx, "next transaction");
+        expect(await lockCount(trx)).toBe(1);
+      });
+    });
+    const read = await readEvents(t.db, { since, limit: 1000 });
+    expect(read).toHaveLength(501);
+    expect((JSON.parse(read.at(-1)!.data) as { tag: string }).tag).toBe("next transaction");
   });
 
   it("is not held back by transactions in other databases or by ones that write no events", async () => {

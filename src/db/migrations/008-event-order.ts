@@ -22,8 +22,13 @@ export async function up(db: Kysely<any>, dialect: Dialect): Promise<void> {
     DECLARE
       below bigint;
     BEGIN
-      SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END INTO below FROM events_id_seq;
-      PERFORM pg_advisory_xact_lock_shared(below);
+      -- Once a transaction: its first lock is below every id it draws later too (and a lock an
+      -- event could cost would run a transaction of thousands out of lock table space).
+      IF current_setting('kiln.event_writer', true) IS DISTINCT FROM 'yes' THEN
+        SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END INTO below FROM events_id_seq;
+        PERFORM pg_advisory_xact_lock_shared(below);
+        PERFORM set_config('kiln.event_writer', 'yes', true);
+      END IF;
       RETURN nextval('events_id_seq');
     END $$`.execute(db);
   await sql`
