@@ -16,8 +16,8 @@ export interface HashedFile {
 
 /**
  * Writes `source` to `tempPath` (which must not exist) while hashing it, then fsyncs (unless told
- * not to) and closes the file. On any failure — the size limit, a source error, a full disk — the temp file is
- * deleted before the error propagates, so a failed write leaves nothing behind.
+ * not to) and closes the file. On any failure — the size limit, a source error, a full disk — the
+ * temp file is deleted before the error propagates, so a failed write leaves nothing behind.
  */
 export async function writeHashed(
   source: ByteSource,
