@@ -10,7 +10,7 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { constants, createReadStream, openSync, type ReadStream } from "node:fs";
-import { link, lstat, mkdir, open, readdir, rename, unlink, utimes } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, utimes } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { KilnError } from "../errors/catalogue.js";
@@ -111,11 +111,10 @@ export interface GcResult {
   tempRemoved: number;
 }
 
-/** Hashes a freshly linked file, then makes it read-only, young and durable (see adoptFile). */
-async function sealLinked(
+/** Hashes a freshly linked file (undefined for a symlink: the link is not the content). */
+async function hashLinked(
   file: string,
   maxBytes: number,
-  deferred: boolean,
 ): Promise<{ sha256: string; size: number } | undefined> {
   let fh;
   try {
@@ -140,18 +139,44 @@ async function sealLinked(
       }
       hash.update(buf.subarray(0, bytesRead));
     }
-    const now = new Date();
-    try {
-      await fh.chmod(0o444);
-      await fh.utimes(now, now);
-    } catch (err) {
-      if (isErrno(err, "EPERM", "EACCES")) return undefined;
-      throw err;
-    }
-    if (!deferred) await fh.sync();
     return { sha256: hash.digest("hex"), size };
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Makes a linked file read-only, young (the collector's age counts from storing) and, unless
+ * deferred, durable. False when this process may not change it: it is not its own.
+ */
+async function sealLinked(file: string, deferred: boolean): Promise<boolean> {
+  const now = new Date();
+  try {
+    await chmod(file, 0o444);
+    await utimes(file, now, now);
+  } catch (err) {
+    if (isErrno(err, "EPERM", "EACCES")) return false;
+    throw err;
+  }
+  if (!deferred) {
+    const fh = await open(file, "r");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+  return true;
+}
+
+/** Links `file` to `temp`; false where a link cannot be made (another file system, not allowed). */
+async function linkTo(file: string, temp: string): Promise<boolean> {
+  try {
+    await link(file, temp);
+    return true;
+  } catch (err) {
+    if (isErrno(err, "EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP")) return false;
+    throw err;
   }
 }
 
@@ -214,16 +239,44 @@ export class BlobStore {
       ".link",
       opts,
       async (temp) => {
-        try {
-          await link(file, temp);
-        } catch (err) {
-          if (isErrno(err, "EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP")) return undefined;
-          throw err;
-        }
-        return sealLinked(temp, opts.maxBytes ?? Infinity, opts.deferSync !== undefined);
+        if (!(await linkTo(file, temp))) return undefined;
+        const hashed = await hashLinked(temp, opts.maxBytes ?? Infinity);
+        if (hashed === undefined || !(await sealLinked(temp, opts.deferSync !== undefined))) return undefined;
+        return hashed;
       },
       () => this.putFile(file, opts),
     );
+  }
+
+  /**
+   * adoptFile for a caller that reads the file anyway (a package's control data and checksums):
+   * `inspect` is given the linked temp name — an inode nothing can change any more — and returns
+   * its sha256 and size with what it made of it, so the file is read once. Where no link can be
+   * made, `inspect` reads `file` itself and a copy checked against its hash is stored. An error
+   * of `inspect` stores nothing.
+   */
+  async adoptInspected<T extends { sha256: string; size: number }>(
+    file: string,
+    inspect: (file: string) => Promise<T>,
+    opts: Pick<PutOptions, "deferSync"> = {},
+  ): Promise<{ stored: PutResult; inspected: T }> {
+    let inspected: T | undefined;
+    const stored = await this.viaTemp(
+      ".link",
+      opts,
+      async (temp) => {
+        if (!(await linkTo(file, temp)) || !(await lstat(temp)).isFile()) return undefined;
+        inspected = await inspect(temp);
+        if (!(await sealLinked(temp, opts.deferSync !== undefined))) return undefined;
+        return inspected;
+      },
+      async () => {
+        inspected = await inspect(file);
+        return this.putFile(file, { expectSha256: inspected.sha256 });
+      },
+    );
+    if (inspected === undefined) throw new KilnError("INTERNAL", "adoptInspected: nothing inspected");
+    return { stored, inspected };
   }
 
   /**
@@ -248,6 +301,7 @@ export class BlobStore {
     await mkdir(this.tmpDir, { recursive: true });
     const temp = path.join(this.tmpDir, `${randomBytes(12).toString("hex")}${suffix}`);
     this.inflight.add(temp);
+    let renamed = false;
     try {
       const filled = await fill(temp);
       if (filled === undefined) {
@@ -262,9 +316,10 @@ export class BlobStore {
         });
       }
       const existed = await this.withLock(sha256, () => this.install(temp, sha256, size, opts.deferSync));
+      renamed = !existed;
       return { sha256, size, existed };
     } finally {
-      await unlink(temp).catch(() => undefined); // gone already when it was renamed into place
+      if (!renamed) await unlink(temp).catch(() => undefined);
       this.inflight.delete(temp);
     }
   }

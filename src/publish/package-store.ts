@@ -155,9 +155,18 @@ export async function importBinaryFile(
   opts: { deferSync?: DeferredSync } = {},
 ): Promise<PackageInput> {
   const base = path.basename(file);
-  const input = await readBinaryPackage(file, base, base.endsWith(".udeb") ? "udeb" : "deb");
-  await blobs.adoptFile(file, { expectSha256: mainFile(input).sha256, ...opts });
-  return input;
+  const kind = base.endsWith(".udeb") ? "udeb" : "deb";
+  // Read once, from the inode linked into the store (see adoptInspected).
+  const { inspected } = await blobs.adoptInspected(
+    file,
+    async (linked) => {
+      const input = await readBinaryPackage(linked, base, kind);
+      const main = mainFile(input);
+      return { sha256: main.sha256, size: main.size, input };
+    },
+    opts,
+  );
+  return inspected.input;
 }
 
 /** Reads a .dsc with the files it lists from the same directory and stores them all (as above). */

@@ -251,6 +251,64 @@ describe("BlobStore", () => {
     });
   });
 
+  describe("adoptInspected", () => {
+    const inspectBy = (seen: string[]) => async (file: string) => {
+      seen.push(file);
+      const data = await readFile(file);
+      return { sha256: sha(data), size: data.length, text: data.toString() };
+    };
+
+    it("hands the caller the linked inode to read once, and stores that inode", async () => {
+      const src = path.join(tmp.dir, "pkg.deb");
+      await writeFile(src, "package bytes");
+      const seen: string[] = [];
+      const { stored, inspected } = await store.adoptInspected(src, inspectBy(seen));
+      expect(inspected.text).toBe("package bytes");
+      expect(stored).toEqual({ sha256: sha("package bytes"), size: 13, existed: false });
+      expect(seen).toHaveLength(1);
+      expect(path.dirname(seen[0] as string)).toBe(path.join(root, "tmp"));
+      const blob = await stat(store.path(stored.sha256));
+      expect(blob.ino).toBe((await stat(src)).ino);
+      expect(blob.mode & 0o777).toBe(0o444);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+    });
+
+    it("stores nothing when the caller's reading fails", async () => {
+      const src = path.join(tmp.dir, "bad.deb");
+      await writeFile(src, "not a package");
+      await expect(
+        store.adoptInspected(src, () => Promise.reject(new Error("DEB_INVALID here"))),
+      ).rejects.toThrow("DEB_INVALID here");
+      expect(await filesUnder(root)).toEqual([]);
+      expect((await stat(src)).nlink).toBe(1);
+    });
+
+    it("reads and copies a symlink's content, or a file on another file system", async () => {
+      const target = path.join(tmp.dir, "target.deb");
+      await writeFile(target, "pointed at");
+      await symlink(target, path.join(tmp.dir, "link.deb"));
+      const seen: string[] = [];
+      const { stored } = await store.adoptInspected(path.join(tmp.dir, "link.deb"), inspectBy(seen));
+      expect(seen).toEqual([path.join(tmp.dir, "link.deb")]);
+      const blob = await lstat(store.path(stored.sha256));
+      expect(blob.isFile()).toBe(true);
+      expect(blob.ino).not.toBe((await stat(target)).ino);
+      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+
+      const shm = await mkdtemp("/dev/shm/kiln-blob-").catch(() => undefined);
+      if (!shm) return;
+      try {
+        const src = path.join(shm, "elsewhere.deb");
+        await writeFile(src, "on another file system");
+        const other = await store.adoptInspected(src, inspectBy([]));
+        expect(other.stored.sha256).toBe(sha("on another file system"));
+        expect((await stat(src)).nlink).toBe(1);
+      } finally {
+        await rm(shm, { recursive: true, force: true });
+      }
+    });
+  });
+
   describe("deferred sync", () => {
     it("adopts a batch without fsyncs of its own and makes it durable in one flush", async () => {
       const batch = store.deferredSync();
