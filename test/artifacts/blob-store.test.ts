@@ -14,7 +14,7 @@ import {
 import path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { BlobStore } from "../../src/artifacts/blob-store.js";
+import { BlobStore, type PutResult } from "../../src/artifacts/blob-store.js";
 import {
   endlessSource,
   expectKilnError,
@@ -51,6 +51,31 @@ describe("BlobStore", () => {
   afterEach(async () => {
     await tmp.cleanup();
   });
+
+  /** A symlink and a file on another file system (/dev/shm, a tmpfs) are copied, not linked. */
+  async function expectCopiedWhereNoLink(adopt: (file: string) => Promise<PutResult>): Promise<void> {
+    const target = path.join(tmp.dir, "target.bin");
+    await writeFile(target, "pointed at");
+    await symlink(target, path.join(tmp.dir, "link.deb"));
+    const viaLink = await adopt(path.join(tmp.dir, "link.deb"));
+    expect(viaLink.sha256).toBe(sha("pointed at"));
+    const blob = await lstat(store.path(viaLink.sha256));
+    expect(blob.isFile()).toBe(true);
+    expect(blob.ino).not.toBe((await stat(target)).ino);
+    expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
+    const shm = await mkdtemp("/dev/shm/kiln-blob-").catch(() => undefined);
+    if (!shm) return;
+    try {
+      const src = path.join(shm, "elsewhere.deb");
+      await writeFile(src, "on another file system");
+      const r = await adopt(src);
+      expect(r.sha256).toBe(sha("on another file system"));
+      expect((await stat(store.path(r.sha256))).ino).not.toBe((await stat(src)).ino);
+      expect((await stat(src)).nlink).toBe(1);
+    } finally {
+      await rm(shm, { recursive: true, force: true });
+    }
+  }
 
   describe("put", () => {
     it("stores content under sha256/ab/cd/<hash> with the hash and size sha256sum sees", async () => {
@@ -225,29 +250,9 @@ describe("BlobStore", () => {
 
     it("says a missing file is missing, and copies where a link cannot be made", async () => {
       await expect(store.adoptFile(path.join(tmp.dir, "nope.deb"))).rejects.toMatchObject({ code: "ENOENT" });
-      // A symlink is not linked (the blob would be the link): its content is copied.
-      const target = path.join(tmp.dir, "target.bin");
-      await writeFile(target, "pointed at");
-      await symlink(target, path.join(tmp.dir, "link.deb"));
-      const viaLink = await store.adoptFile(path.join(tmp.dir, "link.deb"));
-      expect(viaLink.sha256).toBe(sha("pointed at"));
-      const blob = await lstat(store.path(viaLink.sha256));
-      expect(blob.isFile()).toBe(true);
-      expect(blob.ino).not.toBe((await stat(target)).ino);
-      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
-      // /dev/shm is another file system (tmpfs): link() answers EXDEV and the file is copied.
-      const shm = await mkdtemp("/dev/shm/kiln-blob-").catch(() => undefined);
-      if (!shm) return;
-      try {
-        const src = path.join(shm, "elsewhere.deb");
-        await writeFile(src, "on another file system");
-        const r = await store.adoptFile(src);
-        expect(r.sha256).toBe(sha("on another file system"));
-        expect((await stat(store.path(r.sha256))).ino).not.toBe((await stat(src)).ino);
-        expect((await stat(src)).nlink).toBe(1);
-      } finally {
-        await rm(shm, { recursive: true, force: true });
-      }
+      // A symlink is not linked (the blob would be the link): its content is copied, as is a
+      // file where link() answers EXDEV.
+      await expectCopiedWhereNoLink((f) => store.adoptFile(f));
     });
   });
 
@@ -284,28 +289,11 @@ describe("BlobStore", () => {
     });
 
     it("reads and copies a symlink's content, or a file on another file system", async () => {
-      const target = path.join(tmp.dir, "target.deb");
-      await writeFile(target, "pointed at");
-      await symlink(target, path.join(tmp.dir, "link.deb"));
       const seen: string[] = [];
-      const { stored } = await store.adoptInspected(path.join(tmp.dir, "link.deb"), inspectBy(seen));
-      expect(seen).toEqual([path.join(tmp.dir, "link.deb")]);
-      const blob = await lstat(store.path(stored.sha256));
-      expect(blob.isFile()).toBe(true);
-      expect(blob.ino).not.toBe((await stat(target)).ino);
-      expect(await filesUnder(path.join(root, "tmp"))).toEqual([]);
-
-      const shm = await mkdtemp("/dev/shm/kiln-blob-").catch(() => undefined);
-      if (!shm) return;
-      try {
-        const src = path.join(shm, "elsewhere.deb");
-        await writeFile(src, "on another file system");
-        const other = await store.adoptInspected(src, inspectBy([]));
-        expect(other.stored.sha256).toBe(sha("on another file system"));
-        expect((await stat(src)).nlink).toBe(1);
-      } finally {
-        await rm(shm, { recursive: true, force: true });
-      }
+      await expectCopiedWhereNoLink(async (f) => (await store.adoptInspected(f, inspectBy(seen))).stored);
+      // Read where they are, not through a link.
+      expect(seen[0]).toBe(path.join(tmp.dir, "link.deb"));
+      for (const other of seen.slice(1)) expect(other).toMatch(/^\/dev\/shm\//);
     });
   });
 
