@@ -3,28 +3,15 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { KilnClient } from "../dist/client/client.js";
 import { createDatabase, dropDatabase } from "./lib/postgres.js";
+import { freePort } from "./lib/kiln-hub.js";
 import { ProcessGroup, progress, runPool, startCpuMeter, waitFor } from "./lib/processes.js";
 import { summarize } from "./lib/stats.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const KILN = path.join(here, "..", "bin", "kiln.js");
-
-/** A TCP port that was free a moment ago. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Pages through GET /api/v1/tasks (newest first) until ids drop below `minId`. */
 async function listTasksSince(client, state, minId) {

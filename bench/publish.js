@@ -11,11 +11,11 @@
 // 0.5 s. KILN_BENCH_SIZES=200,2000 limits the sizes. Writes bench/results/publish.md.
 import { execFile, spawn } from "node:child_process";
 import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
+import { freePort } from "./lib/kiln-hub.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const KILN = path.join(ROOT, "bin/kiln.js");
@@ -144,14 +144,6 @@ async function time(fn) {
   await fn();
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const srv = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 
 // ---------------------------------------------------------------------------------------------
 // Kiln, through its HTTP API

@@ -8,9 +8,13 @@ import path from "node:path";
 export const ROOT = path.resolve(import.meta.dirname, "../..");
 export const KILN = path.join(ROOT, "bin/kiln.js");
 
+/** A TCP port that was free a moment ago. */
 export function freePort() {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
       const { port } = srv.address();
       srv.close(() => resolve(port));
     });

@@ -14,7 +14,7 @@ import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, utimes } from
 import path from "node:path";
 import { Readable } from "node:stream";
 import { KilnError } from "../errors/catalogue.js";
-import { fsyncDir, isErrno, isOlderThan, writeHashed, type ByteSource } from "./write-hashed.js";
+import { fsyncDir, fsyncFile, isErrno, isOlderThan, writeHashed, type ByteSource } from "./write-hashed.js";
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 const HEX_PAIR_RE = /^[0-9a-f]{2}$/;
@@ -59,12 +59,7 @@ export class DeferredSync {
     if (files.length >= SYNCFS_MIN_FILES && (await syncFileSystem(this.root))) return;
     const dirs = new Set<string>();
     for (const file of files) {
-      const fh = await open(file, "r");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await fsyncFile(file);
       dirs.add(path.dirname(file)).add(path.dirname(path.dirname(file)));
     }
     dirs.add(path.join(this.root, "sha256"));
@@ -158,14 +153,7 @@ async function sealLinked(file: string, deferred: boolean): Promise<boolean> {
     if (isErrno(err, "EPERM", "EACCES")) return false;
     throw err;
   }
-  if (!deferred) {
-    const fh = await open(file, "r");
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  }
+  if (!deferred) await fsyncFile(file);
   return true;
 }
 

@@ -3,10 +3,10 @@
  * directory of its own, so a client that cleans up after itself removes only its own files.
  */
 import { randomBytes } from "node:crypto";
-import { lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
+import { lstat, mkdir, readdir, rename, rm, unlink } from "node:fs/promises";
 import path from "node:path";
 import { KilnError } from "../errors/catalogue.js";
-import { fsyncDir, isErrno, isOlderThan, writeHashed, type ByteSource } from "./write-hashed.js";
+import { fsyncDir, fsyncFile, isErrno, isOlderThan, writeHashed, type ByteSource } from "./write-hashed.js";
 
 const AREA_RE = /^[A-Za-z0-9._-]{1,128}$/;
 const MAX_PREFIX = 64; // leaves room for "-<timestamp>-<random>" within 128
@@ -210,14 +210,7 @@ export class UploadAreas {
    */
   async sync(id: string): Promise<void> {
     const dir = this.areaDir(id);
-    for (const f of await this.list(id)) {
-      const fh = await open(path.join(dir, f.name), "r");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-    }
+    for (const f of await this.list(id)) await fsyncFile(path.join(dir, f.name));
     await fsyncDir(dir);
   }
 

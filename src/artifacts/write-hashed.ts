@@ -70,6 +70,16 @@ async function writeAll(fh: import("node:fs/promises").FileHandle, bytes: Uint8A
   }
 }
 
+/** Makes a file's content durable (one written by someone else, or without its fsync). */
+export async function fsyncFile(file: string): Promise<void> {
+  const fh = await open(file, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Makes a rename or an unlink in `dir` durable. Filesystems that cannot fsync a directory are let be. */
 export async function fsyncDir(dir: string): Promise<void> {
   let fh;

@@ -21,6 +21,15 @@ export function debianError(
   return new KilnError(code, message, details);
 }
 
+/** ARCHIVE_TOO_LARGE for a stream that decompresses past `limit` bytes (a bomb, or just too big). */
+export function decompressionLimitError(name: string, limit: number): KilnError {
+  return debianError(
+    "ARCHIVE_TOO_LARGE",
+    `${name} decompresses to more than ${limit} bytes; refused (decompression limit)`,
+    { limit },
+  );
+}
+
 /** The Debian code of an error made by `debianError()` (or by the catalogue once it has them). */
 export function debianErrorCode(err: unknown): string | undefined {
   if (!(err instanceof KilnError)) return undefined;

@@ -10,7 +10,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { KilnError } from "../errors/catalogue.js";
-import { debianError } from "./debian-error.js";
+import { debianError, decompressionLimitError } from "./debian-error.js";
 import { xzDecompress } from "./xz.js";
 
 /** Chunks of bytes: a stream, an async generator, or simply an array of buffers. */
@@ -66,13 +66,7 @@ export async function* decompress(
   let count = 0;
   const counted = (chunk: Buffer): Buffer => {
     count += chunk.length;
-    if (count > options.maxBytes) {
-      throw debianError(
-        "ARCHIVE_TOO_LARGE",
-        `${name} decompresses to more than ${options.maxBytes} bytes; refused (decompression limit)`,
-        { limit: options.maxBytes },
-      );
-    }
+    if (count > options.maxBytes) throw decompressionLimitError(name, options.maxBytes);
     return chunk;
   };
   switch (compression) {
@@ -133,12 +127,7 @@ export function decompressSmall(
   const name = options.name ?? "stream";
   if (compression === "xz") return xzDecompress(input, options.maxBytes, name);
   if (compression !== "gzip") return undefined;
-  const tooLarge = () =>
-    debianError(
-      "ARCHIVE_TOO_LARGE",
-      `${name} decompresses to more than ${options.maxBytes} bytes; refused (decompression limit)`,
-      { limit: options.maxBytes },
-    );
+  const tooLarge = () => decompressionLimitError(name, options.maxBytes);
   let out: Buffer;
   try {
     // One byte past the limit is enough to know it is over.

@@ -8,7 +8,7 @@
  */
 import { createHash } from "node:crypto";
 import zlib from "node:zlib";
-import { debianError } from "./debian-error.js";
+import { debianError, decompressionLimitError } from "./debian-error.js";
 
 /** Thrown inside; becomes ARCHIVE_INVALID with the reason. */
 class XzCorrupt extends Error {}
@@ -36,11 +36,7 @@ export function xzDecompress(input: Uint8Array, maxBytes: number, name = "stream
   } catch (err) {
     if (err instanceof XzUnsupported) return undefined;
     if (err instanceof XzTooLarge) {
-      throw debianError(
-        "ARCHIVE_TOO_LARGE",
-        `${name} decompresses to more than ${maxBytes} bytes; refused (decompression limit)`,
-        { limit: maxBytes },
-      );
+      throw decompressionLimitError(name, maxBytes);
     }
     if (err instanceof XzCorrupt) {
       throw debianError("ARCHIVE_INVALID", `${name}: corrupt xz data (${err.message})`);
